@@ -1,0 +1,365 @@
+//! The versioned binary encoding of documents and deltas.
+//!
+//! Every encoding starts with its format version (`enum ... { V1(..) }`, the variant
+//! index is the first byte), so a reader can refuse what it does not know instead of
+//! misreading it. The body is [postcard]. Inside a V1 document each write's actor,
+//! clock and sequence number are stored once in a table and entries point at them, and
+//! each path stores only the segments that differ from the previous path.
+//!
+//! Decoding is for untrusted bytes: sizes are checked against explicit limits, every
+//! index and count is validated, and any failure is a [`CodecError`], never a panic.
+//! `common/tests/golden/` pins the bytes of V1 so an accidental format change fails.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Hlc;
+use crate::crdt::{Counter, CounterPart, DocState, Entry, EntryKind, Leaf, Path, Stamp, VersionVector};
+use crate::crdt::MAX_PATH_DEPTH;
+use crate::delta::{Delta, DocChange};
+use crate::ids::{ActorId, CollectionName, DocId};
+
+/// Largest encoded document accepted: the 5 MiB document limit plus room for the
+/// CRDT metadata.
+pub const MAX_DOC_BYTES: usize = 6 * 1024 * 1024;
+/// Largest encoded delta accepted.
+pub const MAX_DELTA_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("input is empty")]
+    Empty,
+    #[error("input is {len} bytes, the limit is {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("unknown format version {0} (this build reads version 1; is the peer newer?)")]
+    UnknownVersion(u8),
+    #[error("input is truncated")]
+    Truncated,
+    #[error("{0} unexpected bytes after the end")]
+    TrailingBytes(usize),
+    #[error("corrupt input: {0}")]
+    Corrupt(String),
+}
+
+fn corrupt(what: impl Into<String>) -> CodecError {
+    CodecError::Corrupt(what.into())
+}
+
+#[derive(Serialize, Deserialize)]
+enum DocEncoding {
+    V1(DocV1),
+}
+
+#[derive(Serialize, Deserialize)]
+enum DeltaEncoding {
+    V1(DeltaV1),
+}
+
+#[derive(Serialize, Deserialize, PartialEq)]
+struct WriteV1 {
+    actor: [u8; 8],
+    ms: u64,
+    logical: u16,
+    seq: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryV1 {
+    /// Segments shared with the previous entry's path.
+    shared: u16,
+    /// The segments after those.
+    rest: Vec<String>,
+    /// Index into the write table.
+    write: u32,
+    kind: KindV1,
+}
+
+#[derive(Serialize, Deserialize)]
+enum KindV1 {
+    Map,
+    Value(Leaf),
+    Unset,
+    Deleted,
+    Counter { base: f64, parts: Vec<PartV1> },
+}
+
+#[derive(Serialize, Deserialize)]
+struct PartV1 {
+    actor: [u8; 8],
+    seq: u64,
+    total: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DocV1 {
+    writes: Vec<WriteV1>,
+    entries: Vec<EntryV1>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ChangeV1 {
+    collection: String,
+    id: String,
+    doc: DocV1,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeltaV1 {
+    since: Vec<([u8; 8], u64)>,
+    until: Vec<([u8; 8], u64)>,
+    changes: Vec<ChangeV1>,
+}
+
+/// Encodes a document state (current format).
+pub fn encode_doc(state: &DocState) -> Vec<u8> {
+    to_bytes(&DocEncoding::V1(doc_v1(state)))
+}
+
+/// Decodes a document state of any known format.
+pub fn decode_doc(bytes: &[u8]) -> Result<DocState, CodecError> {
+    check_outer(bytes, MAX_DOC_BYTES)?;
+    match from_bytes::<DocEncoding>(bytes)? {
+        DocEncoding::V1(doc) => doc_from_v1(doc),
+    }
+}
+
+/// Encodes a delta (current format).
+pub fn encode_delta(delta: &Delta) -> Vec<u8> {
+    let changes = delta
+        .changes
+        .iter()
+        .map(|c| ChangeV1 {
+            collection: c.collection.as_str().to_owned(),
+            id: c.id.as_canonical().to_owned(),
+            doc: doc_v1(&c.state),
+        })
+        .collect();
+    to_bytes(&DeltaEncoding::V1(DeltaV1 {
+        since: vv_v1(&delta.since),
+        until: vv_v1(&delta.until),
+        changes,
+    }))
+}
+
+/// Decodes a delta of any known format.
+pub fn decode_delta(bytes: &[u8]) -> Result<Delta, CodecError> {
+    check_outer(bytes, MAX_DELTA_BYTES)?;
+    let DeltaEncoding::V1(delta) = from_bytes::<DeltaEncoding>(bytes)?;
+    let mut changes = Vec::with_capacity(delta.changes.len());
+    for change in delta.changes {
+        let collection = CollectionName::new(&change.collection)
+            .map_err(|e| corrupt(format!("collection: {e}")))?;
+        let id = DocId::from_canonical(&change.id).map_err(|e| corrupt(format!("_id: {e}")))?;
+        changes.push(DocChange {
+            collection,
+            id,
+            state: doc_from_v1(change.doc)?,
+        });
+    }
+    Ok(Delta {
+        since: vv_from_v1(delta.since)?,
+        until: vv_from_v1(delta.until)?,
+        changes,
+    })
+}
+
+fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("encoding into a Vec cannot fail")
+}
+
+fn check_outer(bytes: &[u8], max: usize) -> Result<(), CodecError> {
+    match bytes.first() {
+        None => Err(CodecError::Empty),
+        Some(_) if bytes.len() > max => Err(CodecError::TooLarge {
+            len: bytes.len(),
+            max,
+        }),
+        // The variant index of the version enum; V1 is 0.
+        Some(&version) if version != 0 => Err(CodecError::UnknownVersion(version.saturating_add(1))),
+        Some(_) => Ok(()),
+    }
+}
+
+fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| match e {
+        postcard::Error::DeserializeUnexpectedEnd => CodecError::Truncated,
+        other => corrupt(other.to_string()),
+    })?;
+    if !rest.is_empty() {
+        return Err(CodecError::TrailingBytes(rest.len()));
+    }
+    Ok(value)
+}
+
+fn vv_v1(vv: &VersionVector) -> Vec<([u8; 8], u64)> {
+    vv.iter().map(|(actor, seq)| (actor.to_bytes(), seq)).collect()
+}
+
+fn vv_from_v1(pairs: Vec<([u8; 8], u64)>) -> Result<VersionVector, CodecError> {
+    let count = pairs.len();
+    let vv: VersionVector = pairs
+        .into_iter()
+        .map(|(actor, seq)| (ActorId::from_bytes(actor), seq))
+        .collect();
+    if vv.len() != count {
+        return Err(corrupt("version vector repeats an actor or has a zero entry"));
+    }
+    Ok(vv)
+}
+
+fn doc_v1(state: &DocState) -> DocV1 {
+    let mut writes: Vec<WriteV1> = Vec::new();
+    let mut entries = Vec::with_capacity(state.len());
+    let mut previous: &[String] = &[];
+    for (path, entry) in state.entries() {
+        let write = WriteV1 {
+            actor: entry.stamp.actor.to_bytes(),
+            ms: entry.stamp.hlc.physical_ms(),
+            logical: entry.stamp.hlc.logical(),
+            seq: entry.seq,
+        };
+        // Writes are few per document and usually repeat in runs: search from the end.
+        let index = match writes.iter().rposition(|w| *w == write) {
+            Some(i) => i,
+            None => {
+                writes.push(write);
+                writes.len() - 1
+            }
+        };
+        let segments = path.segments();
+        let shared = previous
+            .iter()
+            .zip(segments)
+            .take_while(|(a, b)| a == b)
+            .count();
+        entries.push(EntryV1 {
+            shared: shared as u16,
+            rest: segments[shared..].to_vec(),
+            write: index as u32,
+            kind: kind_v1(&entry.kind),
+        });
+        previous = segments;
+    }
+    DocV1 { writes, entries }
+}
+
+fn kind_v1(kind: &EntryKind) -> KindV1 {
+    match kind {
+        EntryKind::Map => KindV1::Map,
+        EntryKind::Value(leaf) => KindV1::Value(leaf.clone()),
+        EntryKind::Unset => KindV1::Unset,
+        EntryKind::Deleted => KindV1::Deleted,
+        EntryKind::Counter(counter) => KindV1::Counter {
+            base: counter.base,
+            parts: counter
+                .parts
+                .iter()
+                .map(|(actor, part)| PartV1 {
+                    actor: actor.to_bytes(),
+                    seq: part.seq,
+                    total: part.total,
+                })
+                .collect(),
+        },
+    }
+}
+
+fn doc_from_v1(doc: DocV1) -> Result<DocState, CodecError> {
+    let mut previous: Vec<String> = Vec::new();
+    let mut entries = Vec::with_capacity(doc.entries.len());
+    for entry in doc.entries {
+        let shared = usize::from(entry.shared);
+        if shared > previous.len() {
+            return Err(corrupt("path shares more segments than the previous path has"));
+        }
+        let mut segments = previous[..shared].to_vec();
+        segments.extend(entry.rest);
+        if segments.len() > MAX_PATH_DEPTH {
+            return Err(corrupt(format!("path deeper than {MAX_PATH_DEPTH}")));
+        }
+        if !entries.is_empty() && segments <= previous {
+            return Err(corrupt("entries out of order"));
+        }
+        let write = doc
+            .writes
+            .get(entry.write as usize)
+            .ok_or_else(|| corrupt("entry refers to a missing write"))?;
+        if write.seq == 0 || write.ms >= 1 << 48 {
+            return Err(corrupt("write with a zero sequence number or an impossible clock"));
+        }
+        let stamp = Stamp {
+            hlc: Hlc::new(write.ms, write.logical),
+            actor: ActorId::from_bytes(write.actor),
+        };
+        let kind = kind_from_v1(entry.kind, segments.is_empty())?;
+        previous = segments.clone();
+        entries.push((
+            Path::new(segments),
+            Entry {
+                stamp,
+                seq: write.seq,
+                kind,
+            },
+        ));
+    }
+    let count = entries.len();
+    let state = DocState::from_entries(entries);
+    if state.len() != count {
+        return Err(corrupt("document holds entries superseded by their ancestors"));
+    }
+    Ok(state)
+}
+
+fn kind_from_v1(kind: KindV1, at_root: bool) -> Result<EntryKind, CodecError> {
+    Ok(match kind {
+        KindV1::Map => EntryKind::Map,
+        KindV1::Unset if !at_root => EntryKind::Unset,
+        KindV1::Deleted if at_root => EntryKind::Deleted,
+        KindV1::Unset | KindV1::Deleted => {
+            return Err(corrupt("unset at the root or delete below it"));
+        }
+        KindV1::Value(_) | KindV1::Counter { .. } if at_root => {
+            return Err(corrupt("a document root must be an object"));
+        }
+        KindV1::Value(leaf) => EntryKind::Value(check_leaf(leaf)?),
+        KindV1::Counter { base, parts } => {
+            let mut counter = Counter {
+                base: finite(base)?,
+                parts: Default::default(),
+            };
+            for part in parts {
+                let actor = ActorId::from_bytes(part.actor);
+                let value = CounterPart {
+                    seq: part.seq,
+                    total: finite(part.total)?,
+                };
+                if part.seq == 0 || counter.parts.insert(actor, value).is_some() {
+                    return Err(corrupt("counter part with a zero sequence or a repeated actor"));
+                }
+            }
+            EntryKind::Counter(counter)
+        }
+    })
+}
+
+fn finite(value: f64) -> Result<f64, CodecError> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(corrupt("number is not finite"))
+    }
+}
+
+fn check_leaf(leaf: Leaf) -> Result<Leaf, CodecError> {
+    match &leaf {
+        Leaf::Float(f) => {
+            finite(*f)?;
+        }
+        Leaf::Array(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Array(_)) => {}
+            _ => return Err(corrupt("array value is not a JSON array")),
+        },
+        _ => {}
+    }
+    Ok(leaf)
+}
