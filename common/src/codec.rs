@@ -196,15 +196,14 @@ fn vv_v1(vv: &VersionVector) -> Vec<([u8; 8], u64)> {
 }
 
 fn vv_from_v1(pairs: Vec<([u8; 8], u64)>) -> Result<VersionVector, CodecError> {
-    let count = pairs.len();
-    let vv: VersionVector = pairs
+    let ordered = pairs.windows(2).all(|w| w[0].0 < w[1].0);
+    if !ordered || pairs.iter().any(|(_, seq)| *seq == 0) {
+        return Err(corrupt("version vector not in actor order or with a zero entry"));
+    }
+    Ok(pairs
         .into_iter()
         .map(|(actor, seq)| (ActorId::from_bytes(actor), seq))
-        .collect();
-    if vv.len() != count {
-        return Err(corrupt("version vector repeats an actor or has a zero entry"));
-    }
-    Ok(vv)
+        .collect())
 }
 
 fn doc_v1(state: &DocState) -> DocV1 {
@@ -267,10 +266,15 @@ fn kind_v1(kind: &EntryKind) -> KindV1 {
 fn doc_from_v1(doc: DocV1) -> Result<DocState, CodecError> {
     let mut previous: Vec<String> = Vec::new();
     let mut entries = Vec::with_capacity(doc.entries.len());
+    // The write table lists each write once, in order of first use (as encoded).
+    let mut first_unused_write = 0;
     for entry in doc.entries {
         let shared = usize::from(entry.shared);
         if shared > previous.len() {
             return Err(corrupt("path shares more segments than the previous path has"));
+        }
+        if entry.rest.first().is_some_and(|s| previous.get(shared) == Some(s)) {
+            return Err(corrupt("path prefix is not shared maximally"));
         }
         let mut segments = previous[..shared].to_vec();
         segments.extend(entry.rest);
@@ -280,9 +284,21 @@ fn doc_from_v1(doc: DocV1) -> Result<DocState, CodecError> {
         if !entries.is_empty() && segments <= previous {
             return Err(corrupt("entries out of order"));
         }
+        let index = entry.write as usize;
+        match index.cmp(&first_unused_write) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => {
+                let new = doc.writes.get(index);
+                if doc.writes[..index].iter().any(|w| Some(w) == new) {
+                    return Err(corrupt("write table repeats a write"));
+                }
+                first_unused_write += 1;
+            }
+            std::cmp::Ordering::Greater => return Err(corrupt("write table out of order")),
+        }
         let write = doc
             .writes
-            .get(entry.write as usize)
+            .get(index)
             .ok_or_else(|| corrupt("entry refers to a missing write"))?;
         if write.seq == 0 || write.ms >= 1 << 48 {
             return Err(corrupt("write with a zero sequence number or an impossible clock"));
@@ -301,6 +317,9 @@ fn doc_from_v1(doc: DocV1) -> Result<DocState, CodecError> {
                 kind,
             },
         ));
+    }
+    if first_unused_write != doc.writes.len() {
+        return Err(corrupt("write table has unused writes"));
     }
     let count = entries.len();
     let state = DocState::from_entries(entries);
@@ -327,6 +346,9 @@ fn kind_from_v1(kind: KindV1, at_root: bool) -> Result<EntryKind, CodecError> {
                 base: finite(base)?,
                 parts: Default::default(),
             };
+            if !parts.windows(2).all(|w| w[0].actor < w[1].actor) {
+                return Err(corrupt("counter parts not in actor order"));
+            }
             for part in parts {
                 let actor = ActorId::from_bytes(part.actor);
                 let value = CounterPart {

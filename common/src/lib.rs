@@ -8,4 +8,5 @@ pub mod codec;
 pub mod crdt;
 pub mod delta;
 pub mod ids;
+pub mod query;
 pub mod replica;

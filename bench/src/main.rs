@@ -1,0 +1,38 @@
+//! `trellis-bench`: Trellis's benchmarks, each measured beside its anchor in the same
+//! run, printed as one JSON object per line. Run in release mode:
+//! `cargo run --release -p trellis-bench -- crdt [--quick]`.
+
+mod crdt;
+mod report;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Trellis benchmarks: one JSON line per measurement")]
+struct Cli {
+    /// Which benchmark to run.
+    #[arg(value_enum, default_value_t = Bench::All)]
+    bench: Bench,
+    /// A smaller workload that finishes in under 30 seconds.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Bench {
+    /// Every benchmark below.
+    All,
+    /// CRDT document model against automerge and yrs.
+    Crdt,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build measures nothing useful; use `cargo run --release`");
+    }
+    match cli.bench {
+        Bench::All | Bench::Crdt => crdt::run(cli.quick)?,
+    }
+    Ok(())
+}
