@@ -8,6 +8,8 @@
 //!
 //! Decoding is for untrusted bytes: sizes are checked against explicit limits, every
 //! index and count is validated, and any failure is a [`CodecError`], never a panic.
+//! Orders and tables are checked too, so whatever decodes re-encodes to a value that
+//! decodes identically (only varint spellings are not forced to be minimal).
 //! `common/tests/golden/` pins the bytes of V1 so an accidental format change fails.
 
 use serde::{Deserialize, Serialize};

@@ -26,9 +26,13 @@ impl Path {
         Self(Vec::new())
     }
 
-    /// A path from its segments.
-    pub fn new(segments: Vec<String>) -> Self {
-        Self(segments)
+    /// A path from its segments: `Path::new(["a", "b"])` is `a.b`.
+    pub fn new<I, S>(segments: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self(segments.into_iter().map(Into::into).collect())
     }
 
     /// Parses `a.b.c` (no quoting: use [`Path::new`] for keys that contain dots).
@@ -62,6 +66,25 @@ impl Path {
     pub fn starts_with(&self, other: &[String]) -> bool {
         self.0.starts_with(other)
     }
+
+    /// Whether the path starts at `_id` (the query language treats it as an ordinary root).
+    pub fn is_id(&self) -> bool {
+        self.0.first().is_some_and(|s| s == "_id")
+    }
+
+    /// The value at this path in a materialised JSON document, or `None` when it is
+    /// missing (a key is absent, or a value on the way is not an object). The root is the
+    /// document itself.
+    pub fn lookup<'a>(&self, doc: &'a Value) -> Option<&'a Value> {
+        self.0
+            .iter()
+            .try_fold(doc, |value, key| value.as_object()?.get(key))
+    }
+
+    /// The segments joined with dots, unquoted: the default key of a projected field.
+    pub fn dotted(&self) -> String {
+        self.0.join(".")
+    }
 }
 
 impl Borrow<[String]> for Path {
@@ -70,9 +93,25 @@ impl Borrow<[String]> for Path {
     }
 }
 
+/// Dotted, with backticks around segments that are not plain identifiers (the query
+/// language's spelling, so a path in a message can be pasted back into a query).
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.join("."))
+        for (i, segment) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(".")?;
+            }
+            let plain = segment.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && segment
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if plain {
+                f.write_str(segment)?;
+            } else {
+                write!(f, "`{}`", segment.replace('`', "``"))?;
+            }
+        }
+        Ok(())
     }
 }
 

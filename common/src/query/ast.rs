@@ -1,70 +1,13 @@
 //! Syntax tree of the query language: statements, expressions and field paths. Plain data;
 //! parsing lives in `parser`, parameter binding in `bind`, evaluation in `eval`.
 
-use std::fmt;
-
 use serde::Serialize;
 use serde_json::Value;
 
-/// A field path `a.b.c`: the object keys from the document root. `_id` is an ordinary root.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct Path(pub Vec<String>);
-
-impl Path {
-    /// A path from its segments: `Path::new(["a", "b"])` is `a.b`.
-    pub fn new<I, S>(segments: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        Path(segments.into_iter().map(Into::into).collect())
-    }
-
-    /// The object keys, outermost first.
-    pub fn segments(&self) -> &[String] {
-        &self.0
-    }
-
-    /// Whether the path starts at `_id`.
-    pub fn is_id(&self) -> bool {
-        self.0.first().is_some_and(|s| s == "_id")
-    }
-
-    /// The value at this path, or `None` when it is missing (a key is absent, or a value on
-    /// the way is not an object). The empty path is the document itself.
-    pub fn lookup<'a>(&self, doc: &'a Value) -> Option<&'a Value> {
-        self.0
-            .iter()
-            .try_fold(doc, |value, key| value.as_object()?.get(key))
-    }
-
-    /// The segments joined with dots, unquoted: the default key of a projected field.
-    pub fn dotted(&self) -> String {
-        self.0.join(".")
-    }
-}
-
-/// Dotted, with backticks around segments that are not plain identifiers.
-impl fmt::Display for Path {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, segment) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(".")?;
-            }
-            let plain = segment.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && segment
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if plain {
-                f.write_str(segment)?;
-            } else {
-                write!(f, "`{}`", segment.replace('`', "``"))?;
-            }
-        }
-        Ok(())
-    }
-}
+/// A field path `a.b.c`: the object keys from the document root. `_id` is an ordinary
+/// root. The same type as the document model's path, so an UPDATE's targets become
+/// [`crate::crdt::Mutation`]s without conversion.
+pub use crate::crdt::Path;
 
 /// One statement of the language.
 #[derive(Debug, Clone, PartialEq, Serialize)]

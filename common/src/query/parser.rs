@@ -562,7 +562,7 @@ impl<'s> Parser<'s> {
                 _ => return Err(self.unexpected("a field name")),
             }
             if !self.eat_sym(Sym::Dot) {
-                return Ok(Path(segments));
+                return Ok(Path::new(segments));
             }
             if !matches!(self.peek().tok, Tok::Word(_) | Tok::Quoted(..)) {
                 return Err(self.unexpected("a field name after '.'"));
