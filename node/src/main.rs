@@ -12,6 +12,9 @@ use tracing_subscriber::EnvFilter;
 /// JSON documents in a local store and merges concurrent edits from other devices
 /// without conflicts. Apps talk to their local node; the nodes sync with each other.
 ///
+/// This version has one command, `demo`. Running a node as a long-lived service
+/// (`trellis-node run`) comes with a later release.
+///
 /// Logging goes to standard error. Set `RUST_LOG` to change how much is logged,
 /// e.g. `RUST_LOG=debug` or `RUST_LOG=trellis_node=debug,info` (default: `info`).
 #[derive(Debug, Parser)]
@@ -34,8 +37,9 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct DemoArgs {
-    /// Run the scripted part once, then exit: status 0 if every step succeeded,
-    /// non-zero if any failed. Use this in scripts and CI.
+    /// Exit when the scripted part ends: status 0 if every step succeeded, non-zero if
+    /// any failed. Use this in scripts and CI. (Today the demo always exits after its
+    /// script; later versions keep the nodes running unless this flag is given.)
     #[arg(long)]
     once: bool,
 }
