@@ -2,3 +2,4 @@
 //! `trellis-node` binary (`main.rs`) is a thin shell around this library.
 
 pub mod demo;
+pub mod store;

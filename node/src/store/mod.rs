@@ -1,0 +1,461 @@
+//! The node's document store: CRDT documents by collection and id, the change index
+//! sync uses to find what a peer lacks, secondary indexes, attachments and node
+//! metadata, behind the [`Store`] trait, which knows nothing of RocksDB.
+//!
+//! Two backends implement it: [`rocks::RocksStore`] (the node's, on disk) and
+//! [`memory::MemoryStore`] (for tests and the simulator). `node/tests/store_contract.rs`
+//! runs one contract suite against both; [`trellis_common::replica::Replica`] is the
+//! reference for what [`Store::apply`] must do.
+//!
+//! # The write path
+//!
+//! [`Store::apply`] is the only way documents change, for local writes and remote
+//! deltas alike. Under one writer lock it reads the current state of each document in
+//! the batch, merges the fragments (CRDT merge), checks the size of every resulting
+//! document, and then commits in **one** atomic RocksDB write batch: the new document
+//! states, the change-index entries of the writes they now hold (and the removal of
+//! those of superseded writes), the secondary-index entries, the version vector and the
+//! greatest hybrid timestamp. The version vector advances exactly as in `Replica::apply`:
+//! only when the stored vector already covers the delta's `since`.
+//!
+//! # Column families
+//!
+//! One RocksDB column family per concern, named by the constants in [`cf`]; every key
+//! layout is in [`keys`] (whose tests pin the sort orders):
+//!
+//! - `docs`: `collection 0x00 id` → the encoded [`DocState`] (`codec::encode_doc`,
+//!   which starts with its own format version). Tombstones stay here.
+//! - `changes`: the change index, `actor seq collection 0x00 id` → empty, one entry per
+//!   write (dot) a stored document holds. From a version vector, sync seeks each actor to
+//!   `seq > vv[actor]`, so finding what a peer lacks costs the number of changes it
+//!   lacks (plus one seek per actor), not the number of documents. Entries of writes a
+//!   document no longer holds (superseded) are deleted in the same batch.
+//! - `indexes`: `index 0x00 value id` → empty, for each live document that has a value
+//!   at the index's path; the value encoding sorts like the query language's ORDER BY.
+//! - `index_defs`: index name → its definition.
+//! - `attachments`: blob chunks of 64 KiB (`'c' hash index`), the record of each complete,
+//!   verified blob (`'m' hash`), and chunks staged while a streamed upload is hashed.
+//! - `evicted`: `collection 0x00 id` of documents removed locally by `EVICT`.
+//! - `peers`: reserved for sync's per-peer state (empty for now).
+//! - `meta`: the store format version, version vector and greatest timestamp
+//!   (`store/...`), and the node's own metadata (`node/...`, [`Store::meta_put`]).
+//!
+//! # Durability
+//!
+//! With [`Durability::Sync`] (the default), `apply` returns only after RocksDB has
+//! written the batch to its write-ahead log *and* fsynced it: an acknowledged write
+//! survives `kill -9` and power loss. [`Durability::Buffered`] skips the fsync: the
+//! batch is in the OS page cache when `apply` returns, so it still survives the process
+//! being killed, but a power loss or kernel crash can lose the last writes acknowledged
+//! (a second or so of them; never a partial batch: RocksDB replays whole batches). It
+//! saves one fsync per write, which on an SD card is most of a write's cost.
+//!
+//! # Format version
+//!
+//! The `meta` key `store/format_version` holds [`FORMAT_VERSION`], written when the
+//! store is created. Opening a store with a newer version fails with
+//! [`StoreError::NewerFormat`]; an older one is migrated on open (there is none yet).
+
+pub mod blobs;
+mod error;
+pub mod keys;
+pub mod memory;
+mod plan;
+pub mod rocks;
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use serde_json::Value;
+use trellis_common::clock::Hlc;
+use trellis_common::crdt::{DocState, VersionVector};
+use trellis_common::delta::{Delta, DocChange};
+use trellis_common::ids::{CollectionName, DocId};
+
+pub use blobs::{AttachmentToken, BlobHash, BlobReader, BlobStore, attachment_refs};
+pub use error::{Result, StoreError};
+pub use memory::MemoryStore;
+pub use rocks::{RocksOptions, RocksStore};
+
+/// The store format this build writes, and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Stored size (encoded, CRDT metadata included) above which a document draws a warning.
+pub const WARN_DOC_BYTES: usize = 256 * 1024;
+/// Stored size above which a write is refused.
+pub const MAX_DOC_BYTES: usize = 5 * 1024 * 1024;
+
+/// The column families, one per concern (see the module documentation).
+pub mod cf {
+    /// Document states by collection and id, tombstones included.
+    pub const DOCS: &str = "docs";
+    /// The change index: which documents hold each write (actor, seq).
+    pub const CHANGES: &str = "changes";
+    /// Secondary-index entries.
+    pub const INDEXES: &str = "indexes";
+    /// Secondary-index definitions.
+    pub const INDEX_DEFS: &str = "index_defs";
+    /// Attachment chunks and blob records.
+    pub const ATTACHMENTS: &str = "attachments";
+    /// Ids of locally evicted documents.
+    pub const EVICTED: &str = "evicted";
+    /// Per-peer sync state (reserved).
+    pub const PEERS: &str = "peers";
+    /// Store and node metadata.
+    pub const META: &str = "meta";
+
+    /// Every column family the store opens.
+    pub const ALL: [&str; 8] = [
+        DOCS,
+        CHANGES,
+        INDEXES,
+        INDEX_DEFS,
+        ATTACHMENTS,
+        EVICTED,
+        PEERS,
+        META,
+    ];
+}
+
+/// How hard a write is pushed to disk before [`Store::apply`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync the write-ahead log before acknowledging: survives power loss.
+    #[default]
+    Sync,
+    /// Acknowledge once the write is in the OS page cache: survives the process being
+    /// killed, not a power loss (the last writes may be lost, never half a batch).
+    Buffered,
+}
+
+/// Deltas to apply atomically, in order (one [`Store::apply`] call, one commit).
+///
+/// A local transaction is usually one delta per statement or one merged delta; a sync
+/// session may group several received deltas.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    deltas: Vec<Delta>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a delta, applied after those already in the batch.
+    pub fn push(&mut self, delta: Delta) {
+        self.deltas.push(delta);
+    }
+
+    /// The deltas, in order.
+    pub fn deltas(&self) -> &[Delta] {
+        &self.deltas
+    }
+
+    /// Whether the batch holds no delta.
+    pub fn is_empty(&self) -> bool {
+        self.deltas.is_empty()
+    }
+}
+
+impl From<Delta> for WriteBatch {
+    fn from(delta: Delta) -> Self {
+        Self {
+            deltas: vec![delta],
+        }
+    }
+}
+
+impl FromIterator<Delta> for WriteBatch {
+    fn from_iter<I: IntoIterator<Item = Delta>>(iter: I) -> Self {
+        Self {
+            deltas: iter.into_iter().collect(),
+        }
+    }
+}
+
+/// One document whose stored state a write changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedDoc {
+    /// The document's collection.
+    pub collection: CollectionName,
+    /// The document's id.
+    pub id: DocId,
+    /// The stored state before the batch (`None`: nothing was stored).
+    pub before: Option<DocState>,
+    /// The stored state after it.
+    pub after: DocState,
+}
+
+impl AppliedDoc {
+    /// The document as JSON before the batch, if it existed.
+    pub fn before_json(&self) -> Option<Value> {
+        self.before.as_ref()?.to_json(&self.id)
+    }
+
+    /// The document as JSON after the batch, if it exists.
+    pub fn after_json(&self) -> Option<Value> {
+        self.after.to_json(&self.id)
+    }
+
+    /// Whether the document existed (live) before the batch.
+    pub fn existed_before(&self) -> bool {
+        self.before.as_ref().is_some_and(DocState::is_live)
+    }
+
+    /// Whether the document exists (live) after the batch.
+    pub fn exists_after(&self) -> bool {
+        self.after.is_live()
+    }
+}
+
+/// A document stored above [`WARN_DOC_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeWarning {
+    /// The document's collection.
+    pub collection: CollectionName,
+    /// The document's id.
+    pub id: DocId,
+    /// Its stored size in bytes.
+    pub size: usize,
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Applied {
+    /// Each document whose stored state changed, in (collection, id) order; documents
+    /// the batch did not change (duplicates, stale fragments) are not listed.
+    pub docs: Vec<AppliedDoc>,
+    /// Per delta of the batch, whether the version vector advanced to its `until`.
+    pub advanced: Vec<bool>,
+    /// The store's version vector after the batch.
+    pub version: VersionVector,
+    /// Documents stored above [`WARN_DOC_BYTES`] (also logged).
+    pub warnings: Vec<SizeWarning>,
+}
+
+impl Applied {
+    /// Whether every delta of the batch advanced the version vector.
+    pub fn all_advanced(&self) -> bool {
+        self.advanced.iter().all(|a| *a)
+    }
+}
+
+/// A secondary index: the value at `path` of the live documents of `collection`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IndexDef {
+    /// 1 to 64 of `[A-Za-z0-9_-]`, unique in the store.
+    pub name: String,
+    /// The collection indexed.
+    pub collection: CollectionName,
+    /// The field path (`["a", "b"]` for `a.b`); `["_id"]` indexes the id.
+    pub path: Vec<String>,
+}
+
+impl IndexDef {
+    /// A validated definition.
+    pub fn new(name: &str, collection: CollectionName, path: Vec<String>) -> Result<Self> {
+        let def = Self {
+            name: name.to_owned(),
+            collection,
+            path,
+        };
+        def.validate()?;
+        Ok(def)
+    }
+
+    /// Checks the name and path.
+    pub fn validate(&self) -> Result<()> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(StoreError::InvalidIndex(format!(
+                "index name '{}' must be 1 to 64 ASCII letters, digits, '_' or '-'",
+                self.name
+            )));
+        }
+        if self.path.is_empty() || self.path.len() > trellis_common::crdt::MAX_PATH_DEPTH {
+            return Err(StoreError::InvalidIndex(format!(
+                "index '{}' needs a field path of 1 to {} keys",
+                self.name,
+                trellis_common::crdt::MAX_PATH_DEPTH
+            )));
+        }
+        Ok(())
+    }
+
+    /// The indexed value of a document state, encoded ([`keys::encode_index_value`]);
+    /// `None` when the document is not live or has nothing at the path.
+    pub fn entry_value(&self, id: &DocId, state: &DocState) -> Option<Vec<u8>> {
+        if !state.is_live() {
+            return None;
+        }
+        let value = match self.path.split_first() {
+            // `_id` is the key, not a field: read it (and its keys, for object ids) there.
+            Some((first, rest)) if first == "_id" => {
+                let id = id.to_json();
+                rest.iter()
+                    .try_fold(&id, |value, key| value.as_object()?.get(key))?
+                    .clone()
+            }
+            _ => state.value_at(&self.path)?,
+        };
+        Some(keys::encode_index_value(&value))
+    }
+}
+
+/// The document store. Synchronous and blocking: the engine calls it from its storage
+/// thread, never from the async runtime. Every method is safe to call from several
+/// threads; writes are serialised inside.
+pub trait Store: BlobStore + Send + Sync {
+    /// The stored state of a document, tombstones included (`None`: nothing stored).
+    fn get(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>>;
+
+    /// Up to `limit` stored documents of `collection` with ids after `after`, in id
+    /// order, tombstones included (callers filter with [`DocState::is_live`]).
+    fn scan(
+        &self,
+        collection: &CollectionName,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, DocState)>>;
+
+    /// The collections holding at least one stored document, in name order.
+    fn collections(&self) -> Result<Vec<CollectionName>>;
+
+    /// Merges a batch of deltas, atomically: all of it is durable when this returns
+    /// `Ok`, none of it when it returns `Err` (see the module documentation).
+    fn apply(&self, batch: &WriteBatch) -> Result<Applied>;
+
+    /// Every write this store has (or has superseded). It never runs ahead of the
+    /// documents: read it before reading documents to build a consistent delta.
+    fn version(&self) -> VersionVector;
+
+    /// The greatest hybrid timestamp applied so far (remote ones included, even those
+    /// the clock quarantined): the engine resumes its clock from it, capped by its
+    /// drift policy.
+    fn max_hlc(&self) -> Hlc;
+
+    /// Every stored document holding a write `seen` does not cover, from the change
+    /// index, in (collection, id) order. The cost grows with the number of such writes,
+    /// not with the number of documents.
+    fn docs_changed_since(&self, seen: &VersionVector) -> Result<Vec<(CollectionName, DocId)>>;
+
+    /// What a replica that has seen `seen` lacks, as one delta (as
+    /// `Replica::delta_since`): the version is read first, so `until` never claims a
+    /// write whose document is not in the delta.
+    fn delta_since(&self, seen: &VersionVector) -> Result<Delta> {
+        let until = self.version();
+        let mut changes = Vec::new();
+        for (collection, id) in self.docs_changed_since(seen)? {
+            let Some(state) = self.get(&collection, &id)? else {
+                continue;
+            };
+            let fragment = state.delta_since(seen);
+            if !fragment.is_empty() {
+                changes.push(DocChange {
+                    collection,
+                    id,
+                    state: fragment,
+                });
+            }
+        }
+        Ok(Delta {
+            since: seen.clone(),
+            until,
+            changes,
+        })
+    }
+
+    /// Removes documents locally: no tombstone, nothing replicated; their change-index
+    /// and index entries go too, and their ids are remembered as evicted (until
+    /// [`Store::forget_evicted`] or until they are stored again by `apply`). The version
+    /// vector is unchanged. Returns the removed states, for observers.
+    fn evict(&self, collection: &CollectionName, ids: &[DocId]) -> Result<Vec<(DocId, DocState)>>;
+
+    /// Whether a document was evicted and not stored again since.
+    fn is_evicted(&self, collection: &CollectionName, id: &DocId) -> Result<bool>;
+
+    /// The evicted ids of a collection, in id order.
+    fn evicted(&self, collection: &CollectionName) -> Result<Vec<DocId>>;
+
+    /// Forgets that documents were evicted (a subscription asks for them again).
+    fn forget_evicted(&self, collection: &CollectionName, ids: &[DocId]) -> Result<()>;
+
+    /// Creates an index and fills it from the stored documents, in one commit. Creating
+    /// an index that exists with the same definition does nothing.
+    fn create_index(&self, def: &IndexDef) -> Result<()>;
+
+    /// Drops an index and its entries. Returns whether it existed.
+    fn drop_index(&self, name: &str) -> Result<bool>;
+
+    /// The index definitions, in name order.
+    fn indexes(&self) -> Vec<IndexDef>;
+
+    /// The ids of the live documents whose value at the index's path lies between the
+    /// bounds (in the order of [`keys::encode_index_value`]), in (value, id) order.
+    fn index_scan(
+        &self,
+        name: &str,
+        lower: Bound<&Value>,
+        upper: Bound<&Value>,
+    ) -> Result<Vec<DocId>>;
+
+    /// A node metadata entry (identity key, clock...).
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Sets a node metadata entry, durably.
+    fn meta_put(&self, key: &str, value: &[u8]) -> Result<()>;
+}
+
+/// Index-scan bounds as encoded keys: whether an encoded value lies within them.
+pub(crate) struct EncodedBounds {
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+}
+
+impl EncodedBounds {
+    pub(crate) fn new(lower: Bound<&Value>, upper: Bound<&Value>) -> Self {
+        let enc = |b: Bound<&Value>| b.map(keys::encode_index_value);
+        Self {
+            lower: enc(lower),
+            upper: enc(upper),
+        }
+    }
+
+    /// The encoded value to start scanning from (inclusive), if bounded below.
+    pub(crate) fn start(&self) -> Option<&[u8]> {
+        match &self.lower {
+            Bound::Included(v) | Bound::Excluded(v) => Some(v),
+            Bound::Unbounded => None,
+        }
+    }
+
+    /// Whether `value` is below the lower bound (skip it and go on).
+    pub(crate) fn below(&self, value: &[u8]) -> bool {
+        match &self.lower {
+            Bound::Included(v) => value < v.as_slice(),
+            Bound::Excluded(v) => value <= v.as_slice(),
+            Bound::Unbounded => false,
+        }
+    }
+
+    /// Whether `value` is above the upper bound (stop).
+    pub(crate) fn above(&self, value: &[u8]) -> bool {
+        match &self.upper {
+            Bound::Included(v) => value > v.as_slice(),
+            Bound::Excluded(v) => value >= v.as_slice(),
+            Bound::Unbounded => false,
+        }
+    }
+}
+
+/// Dots of a state, deduplicated.
+pub(crate) fn dot_set(state: Option<&DocState>) -> BTreeSet<trellis_common::crdt::Dot> {
+    state.map(|s| s.dots().collect()).unwrap_or_default()
+}

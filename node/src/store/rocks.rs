@@ -1,0 +1,757 @@
+//! [`RocksStore`]: the [`Store`] on RocksDB, the node's own. The only module of the
+//! crate that imports `rocksdb`; the layout it writes is described in [`super`] and
+//! built by [`super::keys`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
+    ReadOptions, WriteOptions,
+};
+use serde_json::Value;
+use trellis_common::clock::Hlc;
+use trellis_common::codec::decode_doc;
+use trellis_common::crdt::{DocState, VersionVector};
+use trellis_common::ids::{ActorId, CollectionName, DocId};
+
+use super::blobs::{BlobHash, BlobRecord, ChunkBackend, impl_blob_store};
+use super::keys;
+use super::plan::plan_apply;
+use super::{
+    Applied, Durability, EncodedBounds, FORMAT_VERSION, IndexDef, Result, Store, StoreError,
+    WriteBatch, cf, dot_set,
+};
+
+/// Tuning of the RocksDB backend. The defaults suit a Raspberry Pi: a few tens of MiB of
+/// memory whatever the data size.
+#[derive(Debug, Clone)]
+pub struct RocksOptions {
+    /// Whether [`Store::apply`] waits for the fsync (see [`Durability`]).
+    pub durability: Durability,
+    /// Memtable size per column family; all memtables together are capped at four
+    /// times this.
+    pub write_buffer_bytes: usize,
+    /// The block cache shared by every column family (index and filter blocks
+    /// included, so memory stays bounded as the data grows).
+    pub block_cache_bytes: usize,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            write_buffer_bytes: 8 << 20,
+            block_cache_bytes: 8 << 20,
+        }
+    }
+}
+
+/// The document store on RocksDB.
+pub struct RocksStore {
+    db: DB,
+    path: PathBuf,
+    durability: Durability,
+    /// Serialises every write: `apply` reads, merges and commits under it.
+    writer: Mutex<()>,
+    /// Copies of stored values, changed only under `writer` after a commit.
+    cached: RwLock<Cached>,
+    /// Whether any eviction marker may exist (saves a delete per write when none does).
+    has_evicted: AtomicBool,
+    next_upload: AtomicU64,
+    _cache: Cache,
+}
+
+#[derive(Debug)]
+struct Cached {
+    version: VersionVector,
+    max_hlc: Hlc,
+    indexes: BTreeMap<String, IndexDef>,
+}
+
+/// An index definition as stored: versioned JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum IndexDefRecord {
+    V1(IndexDef),
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(path: &Path) -> impl Fn(rocksdb::Error) -> StoreError + '_ {
+    move |e| StoreError::Backend(format!("{} ({})", e.into_string(), path.display()))
+}
+
+impl RocksStore {
+    /// Opens (or creates) the store in directory `path`: checks the format version,
+    /// migrates an older format, and discards what an interrupted attachment upload
+    /// left behind.
+    pub fn open(path: impl AsRef<Path>, options: &RocksOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path)?;
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_compression_type(DBCompressionType::None);
+        db_opts.set_max_open_files(256);
+        db_opts.set_keep_log_file_num(2);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_max_total_wal_size(64 << 20);
+        db_opts.set_db_write_buffer_size(options.write_buffer_bytes * 4);
+        let descriptors = cf::ALL.iter().map(|name| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_bloom_filter(10.0, false);
+            let mut cf_opts = Options::default();
+            cf_opts.set_compression_type(DBCompressionType::None);
+            cf_opts.set_write_buffer_size(options.write_buffer_bytes);
+            cf_opts.set_max_write_buffer_number(2);
+            cf_opts.set_block_based_table_factory(&table);
+            ColumnFamilyDescriptor::new(*name, cf_opts)
+        });
+        let db = DB::open_cf_descriptors(&db_opts, &path, descriptors).map_err(backend(&path))?;
+        let store = Self {
+            db,
+            path,
+            durability: options.durability,
+            writer: Mutex::new(()),
+            cached: RwLock::new(Cached {
+                version: VersionVector::new(),
+                max_hlc: Hlc::ZERO,
+                indexes: BTreeMap::new(),
+            }),
+            has_evicted: AtomicBool::new(true),
+            next_upload: AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64),
+            ),
+            _cache: cache,
+        };
+        store.check_format()?;
+        store.load()?;
+        Ok(store)
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_format(&self) -> Result<()> {
+        match self
+            .db
+            .get_cf(self.cf(cf::META), keys::META_FORMAT_VERSION)
+            .map_err(self.err())?
+        {
+            None => {
+                let mut batch = rocksdb::WriteBatch::default();
+                batch.put_cf(
+                    self.cf(cf::META),
+                    keys::META_FORMAT_VERSION,
+                    FORMAT_VERSION.to_be_bytes(),
+                );
+                self.commit(batch, true)
+            }
+            Some(bytes) => {
+                let found = keys::decode_u32(&bytes)
+                    .map_err(|e| StoreError::corrupt_meta("format version", e))?;
+                if found > FORMAT_VERSION {
+                    return Err(StoreError::NewerFormat {
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                self.migrate(found)
+            }
+        }
+    }
+
+    /// Brings a store of format `from` up to [`FORMAT_VERSION`]. Each future step will
+    /// rewrite what changed and record its new version in one atomic batch, so an
+    /// interrupted migration resumes where it stopped. Format 1 is the first: nothing to
+    /// migrate yet, and 0 was never written.
+    fn migrate(&self, from: u32) -> Result<()> {
+        if from < FORMAT_VERSION {
+            return Err(StoreError::corrupt_meta(
+                "format version",
+                format!("format {from} does not exist (the first is 1)"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn load(&self) -> Result<()> {
+        let meta = self.cf(cf::META);
+        let version = match self
+            .db
+            .get_cf(meta, keys::META_VERSION_VECTOR)
+            .map_err(self.err())?
+        {
+            Some(bytes) => keys::decode_version_vector(&bytes)
+                .map_err(|e| StoreError::corrupt_meta("version vector", e))?,
+            None => VersionVector::new(),
+        };
+        let max_hlc = match self
+            .db
+            .get_cf(meta, keys::META_MAX_HLC)
+            .map_err(self.err())?
+        {
+            Some(bytes) => Hlc::from_raw(
+                keys::decode_u64(&bytes)
+                    .map_err(|e| StoreError::corrupt_meta("greatest timestamp", e))?,
+            ),
+            None => Hlc::ZERO,
+        };
+        let mut indexes = BTreeMap::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(cf::INDEX_DEFS));
+        it.seek_to_first();
+        while let Some((key, value)) = it.item() {
+            let what = || format!("definition of index '{}'", String::from_utf8_lossy(key));
+            let IndexDefRecord::V1(def) =
+                serde_json::from_slice(value).map_err(|e| StoreError::corrupt_meta(what(), e))?;
+            indexes.insert(def.name.clone(), def);
+            it.next();
+        }
+        it.status().map_err(self.err())?;
+        drop(it);
+
+        // Chunks staged by an upload the process did not finish.
+        let (from, to) = keys::blob_staged_range();
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_range_cf(self.cf(cf::ATTACHMENTS), from, to);
+        self.commit(batch, false)?;
+
+        let mut it = self.db.raw_iterator_cf(self.cf(cf::EVICTED));
+        it.seek_to_first();
+        self.has_evicted.store(it.valid(), Ordering::Relaxed);
+        it.status().map_err(self.err())?;
+
+        *self.cached.write() = Cached {
+            version,
+            max_hlc,
+            indexes,
+        };
+        Ok(())
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("the store opens every column family in cf::ALL")
+    }
+
+    fn err(&self) -> impl Fn(rocksdb::Error) -> StoreError + '_ {
+        backend(&self.path)
+    }
+
+    /// Writes a batch atomically; `durable` batches honour the durability setting.
+    fn commit(&self, batch: rocksdb::WriteBatch, durable: bool) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(durable && self.durability == Durability::Sync);
+        self.db.write_opt(batch, &opts).map_err(self.err())
+    }
+
+    fn read_doc(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>> {
+        let key = keys::doc_key(collection, id);
+        let Some(bytes) = self
+            .db
+            .get_pinned_cf(self.cf(cf::DOCS), key)
+            .map_err(self.err())?
+        else {
+            return Ok(None);
+        };
+        decode_doc(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::corrupt_doc(collection, id, e))
+    }
+
+    /// Writes raw bytes under a key of a column family, bypassing every invariant of
+    /// the store. For tests (corruption, format version) and repair tools only.
+    #[doc(hidden)]
+    pub fn raw_put(&self, column_family: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(self.cf(column_family), key, value);
+        self.commit(batch, true)
+    }
+
+    /// Every key of a column family, in order. For tests and repair tools.
+    #[doc(hidden)]
+    pub fn raw_keys(&self, column_family: &str) -> Result<Vec<Vec<u8>>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(column_family));
+        it.seek_to_first();
+        let mut out = Vec::new();
+        while let Some(key) = it.key() {
+            out.push(key.to_vec());
+            it.next();
+        }
+        it.status().map_err(self.err())?;
+        Ok(out)
+    }
+
+    /// Reads raw bytes under a key of a column family. For tests and repair tools.
+    #[doc(hidden)]
+    pub fn raw_get(&self, column_family: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(self.cf(column_family), key)
+            .map_err(self.err())
+    }
+}
+
+impl Store for RocksStore {
+    fn get(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>> {
+        self.read_doc(collection, id)
+    }
+
+    fn scan(
+        &self,
+        collection: &CollectionName,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, DocState)>> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(keys::collection_end(collection));
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::DOCS), opts);
+        match after {
+            Some(id) => {
+                let mut start = keys::doc_key(collection, id);
+                start.push(0); // the smallest key after it
+                it.seek(start);
+            }
+            None => it.seek(keys::collection_prefix(collection)),
+        }
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some((key, value)) = it.item() else {
+                break;
+            };
+            let (_, id) = keys::parse_doc_key(key).map_err(|e| StoreError::Corrupt {
+                collection: collection.to_string(),
+                id: String::from_utf8_lossy(key).into_owned(),
+                reason: format!("unreadable key: {e}"),
+            })?;
+            let state =
+                decode_doc(value).map_err(|e| StoreError::corrupt_doc(collection, &id, e))?;
+            out.push((id, state));
+            it.next();
+        }
+        it.status().map_err(self.err())?;
+        Ok(out)
+    }
+
+    fn collections(&self) -> Result<Vec<CollectionName>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf::DOCS));
+        it.seek_to_first();
+        let mut out = Vec::new();
+        while let Some(key) = it.key() {
+            let (collection, _) = keys::parse_doc_key(key)
+                .map_err(|e| StoreError::corrupt_meta("document key", e))?;
+            it.seek(keys::collection_end(&collection));
+            out.push(collection);
+        }
+        it.status().map_err(self.err())?;
+        Ok(out)
+    }
+
+    fn apply(&self, batch: &WriteBatch) -> Result<Applied> {
+        let _writer = self.writer.lock();
+        let (version, max_hlc, defs) = {
+            let cached = self.cached.read();
+            let defs: Vec<IndexDef> = cached.indexes.values().cloned().collect();
+            (cached.version.clone(), cached.max_hlc, defs)
+        };
+        let plan = plan_apply(batch, &version, max_hlc, &defs, |c, id| {
+            self.read_doc(c, id)
+        })?;
+        if plan.docs.is_empty() && !plan.version_changed && plan.max_hlc.is_none() {
+            return Ok(plan.into_applied());
+        }
+        let (docs, changes, indexes, meta) = (
+            self.cf(cf::DOCS),
+            self.cf(cf::CHANGES),
+            self.cf(cf::INDEXES),
+            self.cf(cf::META),
+        );
+        let clear_evicted = self.has_evicted.load(Ordering::Relaxed);
+        let mut wb = rocksdb::WriteBatch::default();
+        for doc in &plan.docs {
+            let (collection, id) = (&doc.collection, &doc.id);
+            for dot in &doc.dots_removed {
+                wb.delete_cf(changes, keys::change_key(*dot, collection, id));
+            }
+            for dot in &doc.dots_added {
+                wb.put_cf(changes, keys::change_key(*dot, collection, id), []);
+            }
+            for (name, value) in &doc.index_removed {
+                wb.delete_cf(indexes, keys::index_key(name, value, id));
+            }
+            for (name, value) in &doc.index_added {
+                wb.put_cf(indexes, keys::index_key(name, value, id), []);
+            }
+            let key = keys::doc_key(collection, id);
+            if clear_evicted {
+                wb.delete_cf(self.cf(cf::EVICTED), &key);
+            }
+            wb.put_cf(docs, key, &doc.encoded);
+        }
+        if plan.version_changed {
+            wb.put_cf(
+                meta,
+                keys::META_VERSION_VECTOR,
+                keys::encode_version_vector(&plan.version),
+            );
+        }
+        if let Some(hlc) = plan.max_hlc {
+            wb.put_cf(meta, keys::META_MAX_HLC, hlc.to_raw().to_be_bytes());
+        }
+        self.commit(wb, true)?;
+        {
+            let mut cached = self.cached.write();
+            cached.version = plan.version.clone();
+            if let Some(hlc) = plan.max_hlc {
+                cached.max_hlc = hlc;
+            }
+        }
+        Ok(plan.into_applied())
+    }
+
+    fn version(&self) -> VersionVector {
+        self.cached.read().version.clone()
+    }
+
+    fn max_hlc(&self) -> Hlc {
+        self.cached.read().max_hlc
+    }
+
+    fn docs_changed_since(&self, seen: &VersionVector) -> Result<Vec<(CollectionName, DocId)>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf::CHANGES));
+        it.seek_to_first();
+        let mut out = BTreeSet::new();
+        while let Some(key) = it.key() {
+            let (dot, collection, id) = keys::parse_change_key(key)
+                .map_err(|e| StoreError::corrupt_meta("change-index key", e))?;
+            let next_actor = |actor: ActorId| keys::change_actor_end(actor);
+            match seen.get(dot.actor).checked_add(1) {
+                // Everything of this actor is seen: jump to the next actor.
+                None => match next_actor(dot.actor) {
+                    Some(next) => it.seek(next),
+                    None => break,
+                },
+                // Seen up to `from - 1`: jump to the first unseen write of the actor.
+                Some(from) if dot.seq < from => it.seek(keys::change_seek(dot.actor, from)),
+                Some(_) => {
+                    out.insert((collection, id));
+                    it.next();
+                }
+            }
+        }
+        it.status().map_err(self.err())?;
+        Ok(out.into_iter().collect())
+    }
+
+    fn evict(&self, collection: &CollectionName, ids: &[DocId]) -> Result<Vec<(DocId, DocState)>> {
+        let _writer = self.writer.lock();
+        let defs: Vec<IndexDef> = self
+            .cached
+            .read()
+            .indexes
+            .values()
+            .filter(|d| d.collection == *collection)
+            .cloned()
+            .collect();
+        let mut wb = rocksdb::WriteBatch::default();
+        let mut removed = Vec::new();
+        for id in ids {
+            let Some(state) = self.read_doc(collection, id)? else {
+                continue;
+            };
+            for dot in dot_set(Some(&state)) {
+                wb.delete_cf(self.cf(cf::CHANGES), keys::change_key(dot, collection, id));
+            }
+            for def in &defs {
+                if let Some(value) = def.entry_value(id, &state) {
+                    wb.delete_cf(self.cf(cf::INDEXES), keys::index_key(&def.name, &value, id));
+                }
+            }
+            let key = keys::doc_key(collection, id);
+            wb.delete_cf(self.cf(cf::DOCS), &key);
+            wb.put_cf(self.cf(cf::EVICTED), &key, []);
+            removed.push((id.clone(), state));
+        }
+        if !removed.is_empty() {
+            self.has_evicted.store(true, Ordering::Relaxed);
+            self.commit(wb, true)?;
+        }
+        Ok(removed)
+    }
+
+    fn is_evicted(&self, collection: &CollectionName, id: &DocId) -> Result<bool> {
+        let key = keys::doc_key(collection, id);
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(cf::EVICTED), key)
+            .map_err(self.err())?
+            .is_some())
+    }
+
+    fn evicted(&self, collection: &CollectionName) -> Result<Vec<DocId>> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(keys::collection_end(collection));
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::EVICTED), opts);
+        it.seek(keys::collection_prefix(collection));
+        let mut out = Vec::new();
+        while let Some(key) = it.key() {
+            let (_, id) =
+                keys::parse_doc_key(key).map_err(|e| StoreError::corrupt_meta("evicted key", e))?;
+            out.push(id);
+            it.next();
+        }
+        it.status().map_err(self.err())?;
+        Ok(out)
+    }
+
+    fn forget_evicted(&self, collection: &CollectionName, ids: &[DocId]) -> Result<()> {
+        let _writer = self.writer.lock();
+        let mut wb = rocksdb::WriteBatch::default();
+        for id in ids {
+            wb.delete_cf(self.cf(cf::EVICTED), keys::doc_key(collection, id));
+        }
+        self.commit(wb, true)
+    }
+
+    fn create_index(&self, def: &IndexDef) -> Result<()> {
+        def.validate()?;
+        let _writer = self.writer.lock();
+        match self.cached.read().indexes.get(&def.name) {
+            Some(existing) if existing == def => return Ok(()),
+            Some(_) => return Err(StoreError::IndexExists(def.name.clone())),
+            None => {}
+        }
+        let mut wb = rocksdb::WriteBatch::default();
+        let mut after = None;
+        loop {
+            let page = self.scan(&def.collection, after.as_ref(), 1024)?;
+            for (id, state) in &page {
+                if let Some(value) = def.entry_value(id, state) {
+                    wb.put_cf(
+                        self.cf(cf::INDEXES),
+                        keys::index_key(&def.name, &value, id),
+                        [],
+                    );
+                }
+            }
+            match page.into_iter().last() {
+                Some((id, _)) => after = Some(id),
+                None => break,
+            }
+        }
+        let record = serde_json::to_vec(&IndexDefRecord::V1(def.clone()))
+            .expect("an index definition always serialises");
+        wb.put_cf(self.cf(cf::INDEX_DEFS), def.name.as_bytes(), record);
+        self.commit(wb, true)?;
+        self.cached
+            .write()
+            .indexes
+            .insert(def.name.clone(), def.clone());
+        Ok(())
+    }
+
+    fn drop_index(&self, name: &str) -> Result<bool> {
+        let _writer = self.writer.lock();
+        if !self.cached.read().indexes.contains_key(name) {
+            return Ok(false);
+        }
+        let mut wb = rocksdb::WriteBatch::default();
+        wb.delete_range_cf(
+            self.cf(cf::INDEXES),
+            keys::index_prefix(name),
+            keys::index_end(name),
+        );
+        wb.delete_cf(self.cf(cf::INDEX_DEFS), name.as_bytes());
+        self.commit(wb, true)?;
+        self.cached.write().indexes.remove(name);
+        Ok(true)
+    }
+
+    fn indexes(&self) -> Vec<IndexDef> {
+        self.cached.read().indexes.values().cloned().collect()
+    }
+
+    fn index_scan(
+        &self,
+        name: &str,
+        lower: Bound<&Value>,
+        upper: Bound<&Value>,
+    ) -> Result<Vec<DocId>> {
+        if !self.cached.read().indexes.contains_key(name) {
+            return Err(StoreError::UnknownIndex(name.to_owned()));
+        }
+        let bounds = EncodedBounds::new(lower, upper);
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(keys::index_end(name));
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::INDEXES), opts);
+        let mut start = keys::index_prefix(name);
+        start.extend_from_slice(bounds.start().unwrap_or_default());
+        it.seek(start);
+        let mut out = Vec::new();
+        while let Some(key) = it.key() {
+            let (value, id) = keys::parse_index_key(name, key)
+                .map_err(|e| StoreError::corrupt_meta(format!("entry of index '{name}'"), e))?;
+            if bounds.above(value) {
+                break;
+            }
+            if !bounds.below(value) {
+                out.push(id);
+            }
+            it.next();
+        }
+        it.status().map_err(self.err())?;
+        Ok(out)
+    }
+
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(self.cf(cf::META), keys::meta_key(key))
+            .map_err(self.err())
+    }
+
+    fn meta_put(&self, key: &str, value: &[u8]) -> Result<()> {
+        let mut wb = rocksdb::WriteBatch::default();
+        wb.put_cf(self.cf(cf::META), keys::meta_key(key), value);
+        self.commit(wb, true)
+    }
+}
+
+impl ChunkBackend for RocksStore {
+    fn record(&self, hash: &BlobHash) -> Result<Option<BlobRecord>> {
+        let key = keys::blob_record_key(hash.as_bytes());
+        match self
+            .db
+            .get_pinned_cf(self.cf(cf::ATTACHMENTS), key)
+            .map_err(self.err())?
+        {
+            Some(bytes) => BlobRecord::decode(hash, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn chunk(&self, hash: &BlobHash, index: u32) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(
+                self.cf(cf::ATTACHMENTS),
+                keys::blob_chunk_key(hash.as_bytes(), index),
+            )
+            .map_err(self.err())
+    }
+
+    fn put_chunks(&self, hash: &BlobHash, chunks: &[(u32, &[u8])]) -> Result<()> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for (index, bytes) in chunks {
+            wb.put_cf(
+                self.cf(cf::ATTACHMENTS),
+                keys::blob_chunk_key(hash.as_bytes(), *index),
+                bytes,
+            );
+        }
+        // Made durable by the synced write of the blob's record (the log is sequential).
+        self.commit(wb, false)
+    }
+
+    fn put_record(&self, hash: &BlobHash, record: &BlobRecord) -> Result<()> {
+        let mut wb = rocksdb::WriteBatch::default();
+        wb.put_cf(
+            self.cf(cf::ATTACHMENTS),
+            keys::blob_record_key(hash.as_bytes()),
+            record.encode(),
+        );
+        self.commit(wb, true)
+    }
+
+    fn new_upload(&self) -> u64 {
+        self.next_upload.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn stage(&self, upload: u64, index: u32, bytes: &[u8]) -> Result<()> {
+        let mut wb = rocksdb::WriteBatch::default();
+        wb.put_cf(
+            self.cf(cf::ATTACHMENTS),
+            keys::blob_staged_key(upload, index),
+            bytes,
+        );
+        self.commit(wb, false)
+    }
+
+    fn staged(&self, upload: u64, index: u32) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(
+                self.cf(cf::ATTACHMENTS),
+                keys::blob_staged_key(upload, index),
+            )
+            .map_err(self.err())
+    }
+
+    fn clear_staged(&self, upload: u64, count: u32) -> Result<()> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for index in 0..count {
+            wb.delete_cf(
+                self.cf(cf::ATTACHMENTS),
+                keys::blob_staged_key(upload, index),
+            );
+        }
+        self.commit(wb, false)
+    }
+
+    fn hashes(&self) -> Result<Vec<BlobHash>> {
+        let mut out = BTreeSet::new();
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(vec![keys::blob_record_prefix()[0] + 1]);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::ATTACHMENTS), opts);
+        it.seek(keys::blob_record_prefix());
+        while let Some(key) = it.key() {
+            let hash = keys::parse_blob_record_key(key)
+                .map_err(|e| StoreError::corrupt_meta("attachment key", e))?;
+            out.insert(BlobHash::from_bytes(hash));
+            it.next();
+        }
+        it.status().map_err(self.err())?;
+        drop(it);
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(vec![keys::blob_chunks_prefix()[0] + 1]);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::ATTACHMENTS), opts);
+        it.seek(keys::blob_chunks_prefix());
+        while let Some(key) = it.key() {
+            let (hash, _) = keys::parse_blob_chunk_key(key)
+                .map_err(|e| StoreError::corrupt_meta("attachment key", e))?;
+            out.insert(BlobHash::from_bytes(hash));
+            // Past this blob's last chunk.
+            let mut next = keys::blob_chunk_key(&hash, u32::MAX);
+            next.push(0);
+            it.seek(next);
+        }
+        it.status().map_err(self.err())?;
+        Ok(out.into_iter().collect())
+    }
+
+    fn delete(&self, hash: &BlobHash) -> Result<()> {
+        let attachments = self.cf(cf::ATTACHMENTS);
+        let mut end = keys::blob_chunk_key(hash.as_bytes(), u32::MAX);
+        end.push(0);
+        let mut wb = rocksdb::WriteBatch::default();
+        wb.delete_cf(attachments, keys::blob_record_key(hash.as_bytes()));
+        wb.delete_range_cf(attachments, keys::blob_chunk_prefix(hash.as_bytes()), end);
+        self.commit(wb, true)
+    }
+}
+
+impl_blob_store!(RocksStore);
