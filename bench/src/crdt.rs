@@ -67,7 +67,8 @@ fn local_writes(writes: usize, docs: usize) -> anyhow::Result<()> {
     }
     let trellis = rate(writes, start.elapsed().as_secs_f64());
 
-    let mut am_docs: Vec<automerge::AutoCommit> = (0..docs).map(|_| automerge::AutoCommit::new()).collect();
+    let mut am_docs: Vec<automerge::AutoCommit> =
+        (0..docs).map(|_| automerge::AutoCommit::new()).collect();
     let start = Instant::now();
     for i in 0..writes {
         am_docs[i % docs].put(automerge::ROOT, key(i), i as i64)?;
@@ -139,7 +140,9 @@ fn concurrent_map(n: usize) -> anyhow::Result<()> {
             &[Mutation::Set(Path::new(vec!["v".to_owned()]), json!(i))],
             WALL_MS + 1,
         )?;
-        updates.trellis.push(codec::encode_doc(&delta.changes[0].state));
+        updates
+            .trellis
+            .push(codec::encode_doc(&delta.changes[0].state));
         updates.trellis_envelope_bytes += codec::encode_delta(&delta).len();
 
         let mut fork = am_base.fork();
@@ -181,7 +184,10 @@ fn concurrent_map(n: usize) -> anyhow::Result<()> {
     let start = Instant::now();
     am_all.load_incremental(&all)?;
     let am_all_s = start.elapsed().as_secs_f64();
-    ensure!(am_all.get_heads().len() == am_one.get_heads().len(), "automerge modes disagree");
+    ensure!(
+        am_all.get_heads().len() == am_one.get_heads().len(),
+        "automerge modes disagree"
+    );
 
     let y_target = yrs::Doc::new();
     let y_map = y_target.get_or_insert_map("m");
@@ -191,7 +197,10 @@ fn concurrent_map(n: usize) -> anyhow::Result<()> {
         y_target.transact_mut().apply_update(update)?;
     }
     let yrs_s = start.elapsed().as_secs_f64();
-    ensure!(y_map.len(&y_target.transact()) == 1, "yrs merged map has one key");
+    ensure!(
+        y_map.len(&y_target.transact()) == 1,
+        "yrs merged map has one key"
+    );
 
     let best_am = am_one_s.min(am_all_s);
     let common = |line: Line| line.field("clients", clients).field("n", n);
@@ -204,13 +213,23 @@ fn concurrent_map(n: usize) -> anyhow::Result<()> {
     common(Line::new(BENCH, "automerge", merge, am_one_s * 1e3, "ms"))
         .field("mode", "load_incremental one update at a time")
         .print();
-    common(Line::new(BENCH, "automerge", &format!("{merge}_batched"), am_all_s * 1e3, "ms"))
-        .field("mode", "all updates in one load_incremental call")
-        .print();
+    common(Line::new(
+        BENCH,
+        "automerge",
+        &format!("{merge}_batched"),
+        am_all_s * 1e3,
+        "ms",
+    ))
+    .field("mode", "all updates in one load_incremental call")
+    .print();
     common(Line::new(BENCH, "yrs", merge, yrs_s * 1e3, "ms")).print();
 
     let rate_metric = "b3_1_merge_ops_per_s";
-    let (t, a, y) = (rate(clients, trellis_s), rate(clients, best_am), rate(clients, yrs_s));
+    let (t, a, y) = (
+        rate(clients, trellis_s),
+        rate(clients, best_am),
+        rate(clients, yrs_s),
+    );
     common(Line::new(BENCH, "trellis", rate_metric, t, "ops/s"))
         .ratio("automerge", t, a, Better::Higher)
         .ratio("yrs", t, y, Better::Higher)
@@ -222,7 +241,11 @@ fn concurrent_map(n: usize) -> anyhow::Result<()> {
 
     let sum = |v: &[Vec<u8>]| v.iter().map(Vec::len).sum::<usize>() as f64;
     let bytes = "b3_1_update_bytes";
-    let (tb, ab, yb) = (sum(&updates.trellis), sum(&updates.automerge), sum(&updates.yrs));
+    let (tb, ab, yb) = (
+        sum(&updates.trellis),
+        sum(&updates.automerge),
+        sum(&updates.yrs),
+    );
     common(Line::new(BENCH, "trellis", bytes, tb, "bytes"))
         .ratio("automerge", tb, ab, Better::Lower)
         .ratio("yrs", tb, yb, Better::Lower)
@@ -258,7 +281,9 @@ fn encode_decode(
     black_box(loaded.get(automerge::ROOT, "v")?);
 
     let start = Instant::now();
-    let y_bytes = y.transact().encode_state_as_update_v1(&yrs::StateVector::default());
+    let y_bytes = y
+        .transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default());
     let y_enc = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let fresh = yrs::Doc::new();
@@ -269,8 +294,22 @@ fn encode_decode(
 
     let common = |line: Line| line.field("clients", clients);
     for (metric, t, a, yv, unit, better) in [
-        ("b3_1_state_encode", t_enc * 1e3, a_enc * 1e3, y_enc * 1e3, "ms", Better::Lower),
-        ("b3_1_state_decode", t_dec * 1e3, a_dec * 1e3, y_dec * 1e3, "ms", Better::Lower),
+        (
+            "b3_1_state_encode",
+            t_enc * 1e3,
+            a_enc * 1e3,
+            y_enc * 1e3,
+            "ms",
+            Better::Lower,
+        ),
+        (
+            "b3_1_state_decode",
+            t_dec * 1e3,
+            a_dec * 1e3,
+            y_dec * 1e3,
+            "ms",
+            Better::Lower,
+        ),
         (
             "b3_1_state_bytes",
             t_bytes.len() as f64,

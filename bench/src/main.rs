@@ -1,9 +1,10 @@
 //! `trellis-bench`: Trellis's benchmarks, each measured beside its anchor in the same
 //! run, printed as one JSON object per line. Run in release mode:
-//! `cargo run --release -p trellis-bench -- crdt [--quick]`.
+//! `cargo run --release -p trellis-bench -- crdt|store [--quick]`.
 
 mod crdt;
 mod report;
+mod store;
 
 use clap::{Parser, ValueEnum};
 
@@ -24,6 +25,8 @@ enum Bench {
     All,
     /// CRDT document model against automerge and yrs.
     Crdt,
+    /// The node's write path, point reads and indexed queries against raw RocksDB.
+    Store,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,8 +34,11 @@ fn main() -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build measures nothing useful; use `cargo run --release`");
     }
-    match cli.bench {
-        Bench::All | Bench::Crdt => crdt::run(cli.quick)?,
+    if matches!(cli.bench, Bench::All | Bench::Crdt) {
+        crdt::run(cli.quick)?;
+    }
+    if matches!(cli.bench, Bench::All | Bench::Store) {
+        store::run(cli.quick)?;
     }
     Ok(())
 }

@@ -39,7 +39,8 @@ impl Line {
             Better::Higher => "higher value is better; ratio = ours / anchor",
             Better::Lower => "lower value is better; ratio = anchor / ours",
         };
-        self.fields.insert("better".to_owned(), Value::from(direction));
+        self.fields
+            .insert("better".to_owned(), Value::from(direction));
         self
     }
 

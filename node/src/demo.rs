@@ -61,7 +61,10 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
         &json!({"plate": "TR-7", "color": "blue", "odometer": 1200, "crew": {"driver": "Ana"}}),
         t0,
     )?;
-    say(&format!("tablet-a inserts truck-7: {}", show(&a, &cars, &id)));
+    say(&format!(
+        "tablet-a inserts truck-7: {}",
+        show(&a, &cars, &id)
+    ));
 
     let sent = b.sync_from(&a, t0 + 1)?;
     let sent_c = c.sync_from(&b, t0 + 1)?;
@@ -70,20 +73,29 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
          pi-c never met tablet-a but has truck-7: {}",
         show(&c, &cars, &id)
     ));
-    ensure!(c.replica.get(&cars, &id).is_some(), "pi-c should have truck-7");
+    ensure!(
+        c.replica.get(&cars, &id).is_some(),
+        "pi-c should have truck-7"
+    );
 
     say("Offline, all three edit truck-7 at the same time:");
     let odometer = Path::parse_dotted("odometer");
-    a.replica.update(&cars, &id, &[set("color", json!("red"))], t0 + 10)?;
     a.replica
-        .update(&cars, &id, &[Mutation::Increment(odometer.clone(), 35.0)], t0 + 11)?;
+        .update(&cars, &id, &[set("color", json!("red"))], t0 + 10)?;
+    a.replica.update(
+        &cars,
+        &id,
+        &[Mutation::Increment(odometer.clone(), 35.0)],
+        t0 + 11,
+    )?;
     say("  tablet-a repaints it red and logs 35 km");
     b.replica
         .update(&cars, &id, &[set("crew.medic", json!("Bo"))], t0 + 12)?;
     b.replica
         .update(&cars, &id, &[Mutation::Increment(odometer, 12.0)], t0 + 13)?;
     say("  tablet-b adds a medic to the crew and logs 12 km");
-    c.replica.update(&cars, &id, &[set("color", json!("green"))], t0 + 20)?;
+    c.replica
+        .update(&cars, &id, &[set("color", json!("green"))], t0 + 20)?;
     say("  pi-c repaints it green, a little later");
 
     for _ in 0..2 {
@@ -100,10 +112,20 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     });
     for device in [&a, &b, &c] {
         let doc = device.replica.get(&cars, &id);
-        say(&format!("  {} now has {}", device.name, show(device, &cars, &id)));
-        ensure!(doc.as_ref() == Some(&expected), "{} did not converge", device.name);
+        say(&format!(
+            "  {} now has {}",
+            device.name,
+            show(device, &cars, &id)
+        ));
+        ensure!(
+            doc.as_ref() == Some(&expected),
+            "{} did not converge",
+            device.name
+        );
     }
-    say("Same document everywhere: both crew edits kept, both trips counted, the later colour won.");
+    say(
+        "Same document everywhere: both crew edits kept, both trips counted, the later colour won.",
+    );
 
     let stale = c.replica.clone();
     a.replica.delete(&cars, &id, t0 + 40);

@@ -2,4 +2,5 @@
 //! `trellis-node` binary (`main.rs`) is a thin shell around this library.
 
 pub mod demo;
+pub mod engine;
 pub mod store;

@@ -1,0 +1,289 @@
+//! `store`: the node's write and read paths on RocksDB against raw RocksDB in the same
+//! run.
+//!
+//! 1. Insert N documents of about 200 bytes of JSON through the engine (parse once,
+//!    bind, CRDT delta, change index, store batch), WAL fsynced before each commit is
+//!    acknowledged (the production setting), in transactions of 1 and of 1,000
+//!    inserts. Anchor: the same JSON bytes under the same keys written by a raw
+//!    `rocksdb::WriteBatch` of 1 and of 1,000 documents, same sync setting, in a
+//!    database of its own.
+//! 2. Point reads by `_id` through the query language (`SELECT * FROM c WHERE _id =
+//!    :id`, a point read by plan), anchor: raw `get` of the same keys.
+//! 3. An equality query selecting 1% of the documents, by full scan and then with an
+//!    index on the field (ms per query, and the index's speed-up).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use serde_json::{Value, json};
+use trellis_common::ids::ActorId;
+use trellis_common::query::{Params, Statement, parse};
+use trellis_node::engine::{Engine, EngineOptions};
+use trellis_node::store::{Durability, RocksOptions, RocksStore, Store};
+
+use crate::report::{Better, Line};
+
+const BENCH: &str = "store";
+const COLLECTION: &str = "bench";
+/// Inserts per transaction in the batched runs.
+const BATCH: usize = 1_000;
+/// The insert runs alternate between the two systems this many times.
+const ROUNDS: usize = 10;
+/// Distinct values of the `group` field: an equality on it selects 1%.
+const GROUPS: usize = 100;
+
+pub(crate) fn run(quick: bool) -> anyhow::Result<()> {
+    let n = if quick { 10_000 } else { 100_000 };
+    let docs: Vec<Value> = (0..n).map(document).collect();
+    let bytes: Vec<(Vec<u8>, Vec<u8>)> = docs
+        .iter()
+        .map(|d| Ok((raw_key(&d["_id"]), serde_json::to_vec(d)?)))
+        .collect::<anyhow::Result<_>>()?;
+    let avg_bytes = bytes.iter().map(|(_, v)| v.len()).sum::<usize>() / n;
+
+    for batch in [1, BATCH] {
+        let raw_dir = tempfile::tempdir()?;
+        let raw = raw_db(raw_dir.path())?;
+        let dir = tempfile::tempdir()?;
+        let (engine, _) = engine(dir.path())?;
+        // Alternate the two systems round by round, so that both see the same disk
+        // (fsync latency drifts with whatever else the machine is doing).
+        let round = (n / ROUNDS).div_ceil(batch) * batch;
+        let (mut ours_s, mut raw_s) = (0.0, 0.0);
+        for (docs, bytes) in docs.chunks(round).zip(bytes.chunks(round)) {
+            raw_s += raw_inserts(&raw, bytes, batch)?;
+            ours_s += engine_inserts(&engine, docs, batch)?;
+        }
+        let (ours, raw_rate) = (n as f64 / ours_s, n as f64 / raw_s);
+        let metric = format!("insert_batch_{batch}");
+        let extra = |line: Line| {
+            line.field("docs", n)
+                .field("batch", batch)
+                .field("avg_doc_bytes", avg_bytes)
+                .field("wal", "synced")
+        };
+        extra(Line::new(BENCH, "trellis", &metric, ours, "docs/s"))
+            .ratio("rocksdb", ours, raw_rate, Better::Higher)
+            .print();
+        extra(Line::new(BENCH, "rocksdb", &metric, raw_rate, "docs/s")).print();
+    }
+
+    // Reads on a store filled in batches (and a raw database with the same bytes).
+    let raw_dir = tempfile::tempdir()?;
+    let raw = raw_db(raw_dir.path())?;
+    raw_inserts(&raw, &bytes, BATCH)?;
+    let dir = tempfile::tempdir()?;
+    let (engine, store) = engine(dir.path())?;
+    engine_inserts(&engine, &docs, BATCH)?;
+    point_reads(&engine, &raw, &bytes, n)?;
+    drop(raw);
+    equality_query(&engine, &store, n)?;
+    Ok(())
+}
+
+/// Document `i`: about 200 bytes of JSON.
+fn document(i: usize) -> Value {
+    json!({
+        "_id": format!("doc-{i:07}"),
+        "name": format!("sensor {i} on line {}", i % 17),
+        "site": format!("site-{}", i % 13),
+        "group": i % GROUPS,
+        "temp": 20.0 + (i % 150) as f64 / 10.0,
+        "ok": !i.is_multiple_of(7),
+        "tags": ["field", format!("t{}", i % 5)],
+        "reading": {"v": i * 3, "unit": "kPa", "at": 1_790_000_000_000_u64 + i as u64},
+    })
+}
+
+fn raw_key(id: &Value) -> Vec<u8> {
+    let mut key = COLLECTION.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(id.to_string().as_bytes());
+    key
+}
+
+fn engine(path: &std::path::Path) -> anyhow::Result<(Engine, Arc<dyn Store>)> {
+    let options = RocksOptions {
+        durability: Durability::Sync,
+        ..RocksOptions::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(path, &options)?);
+    let engine = Engine::open(
+        Arc::clone(&store),
+        ActorId::from_u64(1),
+        EngineOptions::default(),
+    )?;
+    Ok((engine, store))
+}
+
+fn raw_db(path: &std::path::Path) -> anyhow::Result<rocksdb::DB> {
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(true);
+    options.set_compression_type(rocksdb::DBCompressionType::None);
+    Ok(rocksdb::DB::open(&options, path)?)
+}
+
+/// Seconds to write `bytes` in batches of `batch`, each synced.
+fn raw_inserts(
+    db: &rocksdb::DB,
+    bytes: &[(Vec<u8>, Vec<u8>)],
+    batch: usize,
+) -> anyhow::Result<f64> {
+    let mut sync = rocksdb::WriteOptions::default();
+    sync.set_sync(true);
+    let start = Instant::now();
+    for chunk in bytes.chunks(batch) {
+        let mut wb = rocksdb::WriteBatch::default();
+        for (key, value) in chunk {
+            wb.put(key, value);
+        }
+        db.write_opt(wb, &sync)?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Seconds to insert `docs` through the engine, `batch` INSERTs per transaction.
+fn engine_inserts(engine: &Engine, docs: &[Value], batch: usize) -> anyhow::Result<f64> {
+    // Parsed once, as an application holding prepared statements does: one INSERT per
+    // document, `batch` of them per transaction.
+    let statements: Vec<Statement> = (0..batch)
+        .map(|i| parse(&format!("INSERT INTO {COLLECTION} DOCUMENTS (:d{i})")))
+        .collect::<Result<_, _>>()?;
+    let params: Vec<Params> = docs
+        .chunks(batch)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (format!("d{i}"), d.clone()))
+                .collect()
+        })
+        .collect();
+    let start = Instant::now();
+    for (chunk, params) in docs.chunks(batch).zip(&params) {
+        let results = engine.execute_statements(&statements[..chunk.len()], params)?;
+        ensure!(results.len() == chunk.len(), "one result per insert");
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// A cheap deterministic sequence of document numbers.
+fn picks(n: usize, count: usize) -> impl Iterator<Item = usize> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..count).map(move |_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    })
+}
+
+fn point_reads(
+    engine: &Engine,
+    raw: &rocksdb::DB,
+    bytes: &[(Vec<u8>, Vec<u8>)],
+    n: usize,
+) -> anyhow::Result<()> {
+    let reads = n.min(20_000);
+    let select = parse(&format!("SELECT * FROM {COLLECTION} WHERE _id = :id"))?;
+    let ids: Vec<Params> = picks(n, reads)
+        .map(|i| {
+            [("id".to_owned(), json!(format!("doc-{i:07}")))]
+                .into_iter()
+                .collect()
+        })
+        .collect();
+    let start = Instant::now();
+    for params in &ids {
+        let result = engine.execute_statement(&select, params)?;
+        ensure!(result.documents().len() == 1, "every id exists");
+        black_box(result);
+    }
+    let ours = reads as f64 / start.elapsed().as_secs_f64();
+
+    let keys: Vec<&[u8]> = picks(n, reads).map(|i| bytes[i].0.as_slice()).collect();
+    let start = Instant::now();
+    for key in keys {
+        let value = raw.get(key)?.context("every key exists")?;
+        black_box(serde_json::from_slice::<Value>(&value)?);
+    }
+    let theirs = reads as f64 / start.elapsed().as_secs_f64();
+
+    let extra = |line: Line| line.field("docs", n).field("reads", reads);
+    extra(Line::new(
+        BENCH,
+        "trellis",
+        "point_read_by_id",
+        ours,
+        "ops/s",
+    ))
+    .ratio("rocksdb", ours, theirs, Better::Higher)
+    .field(
+        "note",
+        "SELECT * ... WHERE _id = :id, JSON out; rocksdb: get + JSON parse",
+    )
+    .print();
+    extra(Line::new(
+        BENCH,
+        "rocksdb",
+        "point_read_by_id",
+        theirs,
+        "ops/s",
+    ))
+    .print();
+    Ok(())
+}
+
+fn equality_query(engine: &Engine, store: &Arc<dyn Store>, n: usize) -> anyhow::Result<()> {
+    let select = parse(&format!("SELECT * FROM {COLLECTION} WHERE group = :g"))?;
+    let expected = n / GROUPS;
+    let time = |runs: usize| -> anyhow::Result<f64> {
+        let start = Instant::now();
+        for g in picks(GROUPS, runs) {
+            let params: Params = [("g".to_owned(), json!(g))].into_iter().collect();
+            let result = engine.execute_statement(&select, &params)?;
+            ensure!(
+                result.documents().len() == expected,
+                "1% of the documents match"
+            );
+            black_box(result);
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e3 / runs as f64)
+    };
+    let scan_ms = time(5)?;
+    engine.execute(
+        &format!("CREATE INDEX bench_group ON {COLLECTION} (group)"),
+        &Params::new(),
+    )?;
+    ensure!(store.indexes().len() == 1, "the index exists");
+    let plan = engine.execute(
+        &format!("EXPLAIN SELECT * FROM {COLLECTION} WHERE group = 1"),
+        &Params::new(),
+    )?;
+    ensure!(
+        plan.plan().and_then(|p| p.index()) == Some("bench_group"),
+        "the query uses the index"
+    );
+    let index_ms = time(50)?;
+    let extra = |line: Line| line.field("docs", n).field("matches", expected);
+    extra(Line::new(
+        BENCH,
+        "trellis",
+        "eq_query_1pct_full_scan",
+        scan_ms,
+        "ms/query",
+    ))
+    .print();
+    extra(Line::new(
+        BENCH,
+        "trellis",
+        "eq_query_1pct_index",
+        index_ms,
+        "ms/query",
+    ))
+    .ratio("full_scan", index_ms, scan_ms, Better::Lower)
+    .print();
+    Ok(())
+}

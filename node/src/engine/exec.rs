@@ -1,0 +1,628 @@
+//! Statement execution: reading candidates through a [`View`] (the store, plus the
+//! uncommitted writes of the running transaction), shaping SELECT results, and turning
+//! INSERT / UPDATE / DELETE into CRDT deltas in a [`Tx`].
+//!
+//! A [`Tx`] does for every document it writes what `Replica::write` does: the next dot
+//! of this actor from the store's version vector, a clock tick, the write context raised
+//! past everything in the document ([`WriteContext::for_document`]), and a one-document
+//! [`Delta`] from `{actor: seq - 1}` to `{actor: seq}`. The deltas of a transaction are
+//! committed together, in order, by one [`Store::apply`].
+
+use std::collections::BTreeMap;
+use std::ops::{Bound, ControlFlow};
+
+use serde_json::Value;
+use trellis_common::clock::Clock;
+use trellis_common::crdt::{self, Crdt, DocState, Dot, JsonError, WriteContext};
+use trellis_common::delta::{Delta, DocChange};
+use trellis_common::ids::{ActorId, CollectionName, DocId};
+use trellis_common::query::{
+    Amount, Expr, Insert, Mutation, OnConflict, Params, Projection, Removal, Select, Statement,
+    Update, eval, sort_documents,
+};
+
+use super::error::EngineError;
+use super::plan::{Plan, plan};
+use super::probe::Probe;
+use super::result::{Outcome, QueryResult};
+use crate::store::{IndexDef, Store, WriteBatch};
+
+/// Documents a store scan reads per call.
+const SCAN_PAGE: usize = 512;
+
+/// Uncommitted document states, by collection then id.
+pub(crate) type Overlay = BTreeMap<CollectionName, BTreeMap<DocId, Pending>>;
+
+/// A document's state as the running transaction left it.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    state: DocState,
+    /// When the transaction's only write to the document was a fresh insert: that
+    /// write, whose delta fragment is `state` itself (kept once, not twice).
+    fresh_write: Option<usize>,
+}
+
+/// One document write of a transaction, in order.
+struct Write {
+    collection: CollectionName,
+    id: DocId,
+    seq: u64,
+    /// The delta fragment; `None` while it is the overlay's state (a fresh insert).
+    fragment: Option<DocState>,
+}
+
+/// The collection a statement names, validated for the store.
+pub(crate) fn collection(name: &str) -> Result<CollectionName, EngineError> {
+    CollectionName::new(name).map_err(EngineError::InvalidCollection)
+}
+
+/// Reads documents as a statement sees them: the store, with the running transaction's
+/// writes on top.
+pub(crate) struct View<'a> {
+    pub(crate) store: &'a dyn Store,
+    pub(crate) overlay: Option<&'a Overlay>,
+}
+
+impl View<'_> {
+    /// The state of a document (tombstones included).
+    pub(crate) fn get(
+        &self,
+        c: &CollectionName,
+        id: &DocId,
+    ) -> Result<Option<DocState>, EngineError> {
+        if let Some(pending) = self.overlay.and_then(|o| o.get(c)?.get(id)) {
+            return Ok(Some(pending.state.clone()));
+        }
+        Ok(self.store.get(c, id)?)
+    }
+
+    fn pending(&self, c: &CollectionName) -> Option<&BTreeMap<DocId, Pending>> {
+        self.overlay?.get(c).filter(|m| !m.is_empty())
+    }
+
+    /// Calls `visit` with every stored document (tombstones included) that `plan` makes a
+    /// candidate, in id order, until it breaks.
+    pub(crate) fn for_each_candidate(
+        &self,
+        c: &CollectionName,
+        plan: &Plan,
+        mut visit: impl FnMut(&DocId, &DocState) -> ControlFlow<()>,
+    ) -> Result<(), EngineError> {
+        let ids: Vec<DocId> = match plan {
+            Plan::FullScan { .. } => return self.scan(c, visit),
+            Plan::IdLookup { doc_ids, .. } => doc_ids.clone(),
+            Plan::IndexScan {
+                index, predicate, ..
+            } => {
+                let mut ids = Vec::new();
+                for (lower, upper) in predicate.ranges() {
+                    ids.extend(
+                        self.store
+                            .index_scan(index, as_ref(&lower), as_ref(&upper))?,
+                    );
+                }
+                // Documents this transaction changed may have left or entered the range:
+                // they are all candidates (the WHERE is re-checked anyway).
+                ids.extend(self.pending(c).into_iter().flat_map(|m| m.keys().cloned()));
+                ids.sort();
+                ids.dedup();
+                ids
+            }
+        };
+        for id in ids {
+            if let Some(state) = self.get(c, &id)?
+                && visit(&id, &state).is_break()
+            {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every stored document of the collection in id order, the transaction's versions
+    /// replacing the store's.
+    fn scan(
+        &self,
+        c: &CollectionName,
+        mut visit: impl FnMut(&DocId, &DocState) -> ControlFlow<()>,
+    ) -> Result<(), EngineError> {
+        let empty = BTreeMap::new();
+        let pending = self.pending(c).unwrap_or(&empty);
+        let mut pending_iter = pending.iter().peekable();
+        let mut after: Option<DocId> = None;
+        loop {
+            let page = self.store.scan(c, after.as_ref(), SCAN_PAGE)?;
+            let done = page.len() < SCAN_PAGE;
+            for (id, state) in &page {
+                while let Some((pid, pending)) = pending_iter.next_if(|(pid, _)| *pid < id) {
+                    if visit(pid, &pending.state).is_break() {
+                        return Ok(());
+                    }
+                }
+                let state = match pending_iter.next_if(|(pid, _)| *pid == id) {
+                    Some((_, pending)) => &pending.state,
+                    None => state,
+                };
+                if visit(id, state).is_break() {
+                    return Ok(());
+                }
+            }
+            after = page.last().map(|(id, _)| id.clone());
+            if done {
+                break;
+            }
+        }
+        for (pid, pending) in pending_iter {
+            if visit(pid, &pending.state).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn as_ref(bound: &Bound<Value>) -> Bound<&Value> {
+    match bound {
+        Bound::Included(v) => Bound::Included(v),
+        Bound::Excluded(v) => Bound::Excluded(v),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn amount(amount: Option<&Amount>) -> Option<usize> {
+    match amount {
+        Some(Amount::Value(n)) => Some(usize::try_from(*n).unwrap_or(usize::MAX)),
+        // Binding turns parameters into values; an unbound one never reaches here.
+        Some(Amount::Param(_)) | None => None,
+    }
+}
+
+/// The rows of a SELECT, and the id of the document behind each (none for COUNT).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Rows {
+    pub(crate) ids: Vec<DocId>,
+    pub(crate) rows: Vec<Value>,
+}
+
+/// The live documents that pass `filter` under `plan`, as JSON, in id order. With
+/// `enough`, stops after that many.
+pub(crate) fn matching(
+    view: &View<'_>,
+    c: &CollectionName,
+    plan: &Plan,
+    filter: Option<&Expr>,
+    enough: Option<usize>,
+) -> Result<Vec<(DocId, Value)>, EngineError> {
+    let mut out = Vec::new();
+    if enough == Some(0) {
+        return Ok(out);
+    }
+    let probe = Probe::new(filter);
+    view.for_each_candidate(c, plan, |id, state| {
+        if let Some(doc) = probe.check(id, state) {
+            out.push((id.clone(), doc));
+            if enough.is_some_and(|n| out.len() >= n) {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
+}
+
+/// Filter already applied: COUNT, ORDER BY, OFFSET, LIMIT and projection of `select`
+/// over its matches (kept, so the caller can shape them again).
+pub(crate) fn shape<'d>(
+    select: &Select,
+    matches: impl IntoIterator<Item = (&'d DocId, &'d Value)>,
+) -> Rows {
+    let (ids, docs): (Vec<&DocId>, Vec<&Value>) = matches.into_iter().unzip();
+    let mut out = Rows::default();
+    for i in result_order(select, &docs) {
+        if let Some(row) = docs.get(i).and_then(|doc| select.projection.apply(doc)) {
+            out.ids.push(ids[i].clone());
+            out.rows.push(row);
+        }
+    }
+    if select.projection.is_count() {
+        out.rows = count_rows(select, docs.len());
+    }
+    out
+}
+
+/// [`shape`], consuming the matches (no copy of whole documents for `SELECT *`).
+pub(crate) fn shape_owned(select: &Select, matches: Vec<(DocId, Value)>) -> Rows {
+    if select.projection.is_count() {
+        return Rows {
+            ids: Vec::new(),
+            rows: count_rows(select, matches.len()),
+        };
+    }
+    let order = {
+        let docs: Vec<&Value> = matches.iter().map(|(_, doc)| doc).collect();
+        result_order(select, &docs)
+    };
+    let mut slots: Vec<Option<(DocId, Value)>> = matches.into_iter().map(Some).collect();
+    let mut out = Rows::default();
+    for i in order {
+        let Some((id, doc)) = slots.get_mut(i).and_then(Option::take) else {
+            continue;
+        };
+        let row = match select.projection {
+            Projection::All => Some(doc),
+            _ => select.projection.apply(&doc),
+        };
+        if let Some(row) = row {
+            out.ids.push(id);
+            out.rows.push(row);
+        }
+    }
+    out
+}
+
+/// The `{"count": n}` row of a `COUNT(*)`, after OFFSET and LIMIT.
+fn count_rows(select: &Select, n: usize) -> Vec<Value> {
+    let limit = amount(select.limit.as_ref()).unwrap_or(usize::MAX);
+    let offset = amount(select.offset.as_ref()).unwrap_or(0);
+    select
+        .projection
+        .count_row(n as u64)
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .collect()
+}
+
+/// The positions in `docs` of the rows of the result, in order: sorted by ORDER BY
+/// (stably, so ties keep id order), then OFFSET and LIMIT. Empty for `COUNT(*)`.
+fn result_order(select: &Select, docs: &[&Value]) -> Vec<usize> {
+    if select.projection.is_count() {
+        return Vec::new();
+    }
+    let limit = amount(select.limit.as_ref()).unwrap_or(usize::MAX);
+    let offset = amount(select.offset.as_ref()).unwrap_or(0);
+    if select.order_by.is_empty() {
+        return (0..docs.len()).skip(offset).take(limit).collect();
+    }
+    // Sort references, then find each one's position by address: the sort moves
+    // references only, and every document has its own address.
+    let mut sorted = docs.to_vec();
+    sort_documents(&select.order_by, &mut sorted);
+    let position: std::collections::HashMap<*const Value, usize> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, doc)| (*doc as *const Value, i))
+        .collect();
+    sorted
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .filter_map(|doc| position.get(&(*doc as *const Value)).copied())
+        .collect()
+}
+
+/// Runs a bound SELECT.
+pub(crate) fn select(
+    view: &View<'_>,
+    select: &Select,
+    indexes: &[IndexDef],
+) -> Result<Rows, EngineError> {
+    let c = collection(&select.collection)?;
+    let plan = plan(&c, select.filter.as_ref(), indexes);
+    // Without ORDER BY the rows come in id order, so LIMIT can stop the scan early.
+    let enough = (select.order_by.is_empty() && !select.projection.is_count())
+        .then(|| {
+            amount(select.limit.as_ref())
+                .map(|l| l.saturating_add(amount(select.offset.as_ref()).unwrap_or(0)))
+        })
+        .flatten();
+    let found = matching(view, &c, &plan, select.filter.as_ref(), enough)?;
+    Ok(shape_owned(select, found))
+}
+
+/// A running write transaction: its uncommitted document states and deltas.
+pub(crate) struct Tx<'e> {
+    store: &'e dyn Store,
+    actor: ActorId,
+    clock: &'e mut Clock,
+    wall_ms: u64,
+    /// The last sequence number allocated to this actor.
+    seq: u64,
+    overlay: Overlay,
+    writes: Vec<Write>,
+    pub(crate) indexes: Vec<IndexDef>,
+}
+
+impl<'e> Tx<'e> {
+    pub(crate) fn new(
+        store: &'e dyn Store,
+        actor: ActorId,
+        clock: &'e mut Clock,
+        wall_ms: u64,
+    ) -> Self {
+        let seq = store.version().get(actor);
+        Self {
+            store,
+            actor,
+            clock,
+            wall_ms,
+            seq,
+            overlay: Overlay::new(),
+            writes: Vec::new(),
+            indexes: store.indexes(),
+        }
+    }
+
+    pub(crate) fn view(&self) -> View<'_> {
+        View {
+            store: self.store,
+            overlay: Some(&self.overlay),
+        }
+    }
+
+    /// Writes one document: `make` turns its current state and the write context into
+    /// the delta fragment, exactly as `Replica::write` does.
+    fn write(
+        &mut self,
+        c: &CollectionName,
+        id: &DocId,
+        current: DocState,
+        make: impl FnOnce(&DocState, WriteContext) -> Result<DocState, JsonError>,
+    ) -> Result<(), EngineError> {
+        let seq = self.seq + 1;
+        let dot = Dot {
+            actor: self.actor,
+            seq,
+        };
+        let now = self.clock.tick(self.wall_ms);
+        let fragment =
+            make(&current, WriteContext::for_document(&current, now, dot)).map_err(|source| {
+                EngineError::Document {
+                    collection: c.clone(),
+                    id: id.clone(),
+                    source,
+                }
+            })?;
+        let docs = self.overlay.entry(c.clone()).or_default();
+        // A fresh insert written again: its fragment must now be kept apart.
+        if let Some(pending) = docs.get_mut(id)
+            && let Some(earlier) = pending.fresh_write.take()
+        {
+            self.writes[earlier].fragment = Some(pending.state.clone());
+        }
+        let index = self.writes.len();
+        let (pending, fragment) = if current.is_empty() {
+            let pending = Pending {
+                state: fragment,
+                fresh_write: Some(index),
+            };
+            (pending, None)
+        } else {
+            let mut merged = current;
+            merged.merge(&fragment);
+            let pending = Pending {
+                state: merged,
+                fresh_write: None,
+            };
+            (pending, Some(fragment))
+        };
+        docs.insert(id.clone(), pending);
+        self.writes.push(Write {
+            collection: c.clone(),
+            id: id.clone(),
+            seq,
+            fragment,
+        });
+        self.seq = seq;
+        Ok(())
+    }
+
+    /// The transaction's writes as one store batch: one single-document delta per write,
+    /// from `{actor: seq - 1}` to `{actor: seq}`, in order. Empty when nothing was
+    /// written.
+    pub(crate) fn into_batch(mut self) -> WriteBatch {
+        let actor = self.actor;
+        self.writes
+            .into_iter()
+            .map(|w| {
+                let state = match w.fragment {
+                    Some(fragment) => fragment,
+                    None => self
+                        .overlay
+                        .get_mut(&w.collection)
+                        .and_then(|docs| docs.get_mut(&w.id))
+                        .map(|pending| std::mem::take(&mut pending.state))
+                        .unwrap_or_default(),
+                };
+                Delta {
+                    since: [(actor, w.seq - 1)].into_iter().collect(),
+                    until: [(actor, w.seq)].into_iter().collect(),
+                    changes: vec![DocChange {
+                        collection: w.collection,
+                        id: w.id,
+                        state,
+                    }],
+                }
+            })
+            .collect()
+    }
+
+    /// Runs an INSERT, binding its documents from `params` as it goes: a document that
+    /// is a bare `:param` is read in place rather than copied into a bound statement.
+    /// Errors are those of [`Statement::bind`](trellis_common::query::Statement::bind).
+    pub(crate) fn insert(
+        &mut self,
+        insert: &Insert,
+        params: &Params,
+    ) -> Result<QueryResult, EngineError> {
+        let c = collection(&insert.collection)?;
+        let mut ids = Vec::with_capacity(insert.documents.len());
+        for (i, doc) in insert.documents.iter().enumerate() {
+            let number = i + 1;
+            let bound;
+            let body = match doc {
+                Expr::Param(name) => match params.get(name) {
+                    Some(body @ Value::Object(_)) => body,
+                    _ => return Err(insert_bind_error(insert, params, number)),
+                },
+                Expr::Literal(body @ Value::Object(_)) => body,
+                other => {
+                    bound = other.bind(params)?;
+                    match &bound {
+                        Expr::Literal(body @ Value::Object(_)) => body,
+                        _ => return Err(insert_bind_error(insert, params, number)),
+                    }
+                }
+            };
+            let id = match body.get("_id") {
+                Some(value) => DocId::from_json(value)
+                    .map_err(|source| EngineError::InvalidId { number, source })?,
+                None => DocId::generate(),
+            };
+            let current = self.view().get(&c, &id)?.unwrap_or_default();
+            if current.is_live() {
+                match insert.on_conflict {
+                    OnConflict::Fail => return Err(EngineError::IdConflict { collection: c, id }),
+                    OnConflict::DoNothing => continue,
+                    OnConflict::DoUpdate => {
+                        let mutations: Vec<crdt::Mutation> = body
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(k, _)| k.as_str() != "_id")
+                            .map(|(k, v)| {
+                                crdt::Mutation::Set(crdt::Path::new([k.as_str()]), v.clone())
+                            })
+                            .collect();
+                        self.write(&c, &id, current, |state, ctx| {
+                            state.update_delta(ctx, &mutations)
+                        })?;
+                    }
+                }
+            } else {
+                self.write(&c, &id, current, |_, ctx| DocState::insert_delta(ctx, body))?;
+            }
+            ids.push(id.to_json());
+        }
+        Ok(QueryResult::new(Outcome::Mutated { ids }))
+    }
+
+    /// The live documents of `c` that pass `filter`, as this transaction sees them.
+    fn targets(
+        &self,
+        c: &CollectionName,
+        filter: Option<&Expr>,
+    ) -> Result<Vec<(DocId, Value)>, EngineError> {
+        let plan = plan(c, filter, &self.indexes);
+        matching(&self.view(), c, &plan, filter, None)
+    }
+
+    pub(crate) fn update(&mut self, update: &Update) -> Result<QueryResult, EngineError> {
+        let c = collection(&update.collection)?;
+        let targets = self.targets(&c, update.filter.as_ref())?;
+        let mut ids = Vec::with_capacity(targets.len());
+        for (id, doc) in targets {
+            let mutations = update
+                .mutations
+                .iter()
+                .map(|m| crdt_mutation(m, &doc, &id))
+                .collect::<Result<Vec<_>, _>>()?;
+            let current = self.view().get(&c, &id)?.unwrap_or_default();
+            self.write(&c, &id, current, |state, ctx| {
+                state.update_delta(ctx, &mutations)
+            })?;
+            ids.push(id.to_json());
+        }
+        Ok(QueryResult::new(Outcome::Mutated { ids }))
+    }
+
+    pub(crate) fn delete(&mut self, removal: &Removal) -> Result<QueryResult, EngineError> {
+        let c = collection(&removal.collection)?;
+        let targets = self.targets(&c, removal.filter.as_ref())?;
+        let mut ids = Vec::with_capacity(targets.len());
+        for (id, _) in targets {
+            let current = self.view().get(&c, &id)?.unwrap_or_default();
+            self.write(&c, &id, current, |_, ctx| Ok(DocState::delete_delta(ctx)))?;
+            ids.push(id.to_json());
+        }
+        Ok(QueryResult::new(Outcome::Mutated { ids }))
+    }
+
+    pub(crate) fn select(&self, s: &Select) -> Result<QueryResult, EngineError> {
+        let rows = select(&self.view(), s, &self.indexes)?;
+        Ok(QueryResult::new(Outcome::Documents {
+            documents: rows.rows,
+        }))
+    }
+
+    pub(crate) fn explain(&self, s: &Select) -> Result<QueryResult, EngineError> {
+        let c = collection(&s.collection)?;
+        Ok(QueryResult::new(Outcome::Plan {
+            plan: Box::new(plan(&c, s.filter.as_ref(), &self.indexes)),
+        }))
+    }
+}
+
+/// The error binding `insert` gives (its document `number` is not an object).
+fn insert_bind_error(insert: &Insert, params: &Params, number: usize) -> EngineError {
+    match Statement::Insert(insert.clone()).bind(params) {
+        Err(e) => e.into(),
+        // Not reached: binding refuses what the caller refused. Say so plainly anyway.
+        Ok(_) => EngineError::Body {
+            number,
+            source: JsonError::NotAnObject("not an object"),
+        },
+    }
+}
+
+/// An UPDATE mutation for one document: its value expression evaluated on the document
+/// (so `SET b = a + 1` reads this document's `a`). A SET whose value is MISSING removes
+/// the field, as assigning MISSING does in SQL++.
+fn crdt_mutation(m: &Mutation, doc: &Value, id: &DocId) -> Result<crdt::Mutation, EngineError> {
+    let number = |expr: &Expr, what: &str| -> Result<f64, EngineError> {
+        let datum = eval(expr, doc);
+        match datum.as_value() {
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .ok_or_else(|| wrong(what, m, id, "an unrepresentable number".to_owned())),
+            Some(other) => Err(wrong(what, m, id, describe(other))),
+            None => Err(wrong(what, m, id, "MISSING".to_owned())),
+        }
+    };
+    Ok(match m {
+        Mutation::Set(path, expr) => match eval(expr, doc).into_value() {
+            Some(value) => crdt::Mutation::Set(path.clone(), value),
+            None => crdt::Mutation::Unset(path.clone()),
+        },
+        Mutation::Unset(path) => crdt::Mutation::Unset(path.clone()),
+        Mutation::Increment(path, by) => {
+            crdt::Mutation::Increment(path.clone(), number(by, "INCREMENT BY")?)
+        }
+        Mutation::Restart(path, to) => {
+            crdt::Mutation::Restart(path.clone(), number(to, "RESTART WITH")?)
+        }
+    })
+}
+
+fn wrong(what: &str, m: &Mutation, id: &DocId, found: String) -> EngineError {
+    EngineError::WrongType {
+        context: format!("APPLY {} {what} (document {id})", m.path()),
+        expected: "a number",
+        found,
+    }
+}
+
+/// A short description of a value for error messages.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) if s.chars().count() > 40 => {
+            format!("string '{}...'", s.chars().take(40).collect::<String>())
+        }
+        Value::String(s) => format!("string '{s}'"),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+    }
+}
