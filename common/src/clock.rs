@@ -200,7 +200,10 @@ mod tests {
         let mine = clock.tick(1_790_000_000_000).after(future);
         assert!(mine > future);
         assert_eq!(mine, future.successor());
-        assert_eq!(clock.tick(1_790_000_000_001).physical_ms(), 1_790_000_000_001);
+        assert_eq!(
+            clock.tick(1_790_000_000_001).physical_ms(),
+            1_790_000_000_001
+        );
     }
 
     #[test]

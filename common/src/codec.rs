@@ -15,8 +15,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Hlc;
-use crate::crdt::{Counter, CounterPart, DocState, Entry, EntryKind, Leaf, Path, Stamp, VersionVector};
 use crate::crdt::MAX_PATH_DEPTH;
+use crate::crdt::{
+    Counter, CounterPart, DocState, Entry, EntryKind, Leaf, Path, Stamp, VersionVector,
+};
 use crate::delta::{Delta, DocChange};
 use crate::ids::{ActorId, CollectionName, DocId};
 
@@ -92,8 +94,9 @@ struct PartV1 {
     total: f64,
 }
 
+/// A document state as encoded inside V1 documents, deltas and sync frames.
 #[derive(Serialize, Deserialize)]
-struct DocV1 {
+pub(crate) struct DocV1 {
     writes: Vec<WriteV1>,
     entries: Vec<EntryV1>,
 }
@@ -177,7 +180,9 @@ fn check_outer(bytes: &[u8], max: usize) -> Result<(), CodecError> {
             max,
         }),
         // The variant index of the version enum; V1 is 0.
-        Some(&version) if version != 0 => Err(CodecError::UnknownVersion(version.saturating_add(1))),
+        Some(&version) if version != 0 => {
+            Err(CodecError::UnknownVersion(version.saturating_add(1)))
+        }
         Some(_) => Ok(()),
     }
 }
@@ -194,13 +199,17 @@ fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> 
 }
 
 fn vv_v1(vv: &VersionVector) -> Vec<([u8; 8], u64)> {
-    vv.iter().map(|(actor, seq)| (actor.to_bytes(), seq)).collect()
+    vv.iter()
+        .map(|(actor, seq)| (actor.to_bytes(), seq))
+        .collect()
 }
 
 fn vv_from_v1(pairs: Vec<([u8; 8], u64)>) -> Result<VersionVector, CodecError> {
     let ordered = pairs.windows(2).all(|w| w[0].0 < w[1].0);
     if !ordered || pairs.iter().any(|(_, seq)| *seq == 0) {
-        return Err(corrupt("version vector not in actor order or with a zero entry"));
+        return Err(corrupt(
+            "version vector not in actor order or with a zero entry",
+        ));
     }
     Ok(pairs
         .into_iter()
@@ -208,7 +217,7 @@ fn vv_from_v1(pairs: Vec<([u8; 8], u64)>) -> Result<VersionVector, CodecError> {
         .collect())
 }
 
-fn doc_v1(state: &DocState) -> DocV1 {
+pub(crate) fn doc_v1(state: &DocState) -> DocV1 {
     let mut writes: Vec<WriteV1> = Vec::new();
     let mut entries = Vec::with_capacity(state.len());
     let mut previous: &[String] = &[];
@@ -265,7 +274,7 @@ fn kind_v1(kind: &EntryKind) -> KindV1 {
     }
 }
 
-fn doc_from_v1(doc: DocV1) -> Result<DocState, CodecError> {
+pub(crate) fn doc_from_v1(doc: DocV1) -> Result<DocState, CodecError> {
     let mut previous: Vec<String> = Vec::new();
     let mut entries = Vec::with_capacity(doc.entries.len());
     // The write table lists each write once, in order of first use (as encoded).
@@ -273,9 +282,15 @@ fn doc_from_v1(doc: DocV1) -> Result<DocState, CodecError> {
     for entry in doc.entries {
         let shared = usize::from(entry.shared);
         if shared > previous.len() {
-            return Err(corrupt("path shares more segments than the previous path has"));
+            return Err(corrupt(
+                "path shares more segments than the previous path has",
+            ));
         }
-        if entry.rest.first().is_some_and(|s| previous.get(shared) == Some(s)) {
+        if entry
+            .rest
+            .first()
+            .is_some_and(|s| previous.get(shared) == Some(s))
+        {
             return Err(corrupt("path prefix is not shared maximally"));
         }
         let mut segments = previous[..shared].to_vec();
@@ -303,7 +318,9 @@ fn doc_from_v1(doc: DocV1) -> Result<DocState, CodecError> {
             .get(index)
             .ok_or_else(|| corrupt("entry refers to a missing write"))?;
         if write.seq == 0 || write.ms >= 1 << 48 {
-            return Err(corrupt("write with a zero sequence number or an impossible clock"));
+            return Err(corrupt(
+                "write with a zero sequence number or an impossible clock",
+            ));
         }
         let stamp = Stamp {
             hlc: Hlc::new(write.ms, write.logical),
@@ -326,7 +343,9 @@ fn doc_from_v1(doc: DocV1) -> Result<DocState, CodecError> {
     let count = entries.len();
     let state = DocState::from_entries(entries);
     if state.len() != count {
-        return Err(corrupt("document holds entries superseded by their ancestors"));
+        return Err(corrupt(
+            "document holds entries superseded by their ancestors",
+        ));
     }
     Ok(state)
 }
@@ -358,7 +377,9 @@ fn kind_from_v1(kind: KindV1, at_root: bool) -> Result<EntryKind, CodecError> {
                     total: finite(part.total)?,
                 };
                 if part.seq == 0 || counter.parts.insert(actor, value).is_some() {
-                    return Err(corrupt("counter part with a zero sequence or a repeated actor"));
+                    return Err(corrupt(
+                        "counter part with a zero sequence or a repeated actor",
+                    ));
                 }
             }
             EntryKind::Counter(counter)

@@ -246,7 +246,11 @@ fn canonical_json(value: &Value) -> String {
             Value::Object(map) => {
                 let mut keys: Vec<&String> = map.keys().collect();
                 keys.sort();
-                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&map[k]))).collect())
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&map[k])))
+                        .collect(),
+                )
             }
             Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
             other => other.clone(),
@@ -271,11 +275,20 @@ mod tests {
 
     #[test]
     fn ids_of_the_wrong_type_or_size_are_refused() {
-        assert_eq!(DocId::from_json(&json!(5)), Err(IdError::WrongType("a number")));
+        assert_eq!(
+            DocId::from_json(&json!(5)),
+            Err(IdError::WrongType("a number"))
+        );
         assert_eq!(DocId::from_json(&json!("")), Err(IdError::Empty));
-        assert_eq!(DocId::from_json(&json!({"x": 1.5})), Err(IdError::FloatInId));
+        assert_eq!(
+            DocId::from_json(&json!({"x": 1.5})),
+            Err(IdError::FloatInId)
+        );
         let long = "x".repeat(300);
-        assert!(matches!(DocId::from_string(long), Err(IdError::TooLong(302))));
+        assert!(matches!(
+            DocId::from_string(long),
+            Err(IdError::TooLong(302))
+        ));
         assert!(DocId::from_string("x".repeat(254)).is_ok());
     }
 
@@ -291,9 +304,18 @@ mod tests {
         assert!(CollectionName::new("cars").is_ok());
         assert!(CollectionName::new("_drafts-2").is_ok());
         assert_eq!(CollectionName::new(""), Err(IdError::EmptyCollection));
-        assert!(matches!(CollectionName::new("2cars"), Err(IdError::CollectionChars(_))));
-        assert!(matches!(CollectionName::new("ca rs"), Err(IdError::CollectionChars(_))));
-        assert!(matches!(CollectionName::new("__sys"), Err(IdError::CollectionReserved(_))));
+        assert!(matches!(
+            CollectionName::new("2cars"),
+            Err(IdError::CollectionChars(_))
+        ));
+        assert!(matches!(
+            CollectionName::new("ca rs"),
+            Err(IdError::CollectionChars(_))
+        ));
+        assert!(matches!(
+            CollectionName::new("__sys"),
+            Err(IdError::CollectionReserved(_))
+        ));
         assert!(matches!(
             CollectionName::new(&"c".repeat(65)),
             Err(IdError::CollectionTooLong(_))

@@ -64,7 +64,9 @@ impl Replica {
         body: &Value,
         wall_ms: u64,
     ) -> Result<Delta, JsonError> {
-        self.write(collection, id, wall_ms, |_, ctx| DocState::insert_delta(ctx, body))
+        self.write(collection, id, wall_ms, |_, ctx| {
+            DocState::insert_delta(ctx, body)
+        })
     }
 
     /// Applies field mutations to a document.
@@ -82,8 +84,10 @@ impl Replica {
 
     /// Deletes a document, leaving a tombstone.
     pub fn delete(&mut self, collection: &CollectionName, id: &DocId, wall_ms: u64) -> Delta {
-        self.write(collection, id, wall_ms, |_, ctx| Ok(DocState::delete_delta(ctx)))
-            .expect("a delete cannot fail")
+        self.write(collection, id, wall_ms, |_, ctx| {
+            Ok(DocState::delete_delta(ctx))
+        })
+        .expect("a delete cannot fail")
     }
 
     fn write(

@@ -25,9 +25,27 @@ fn sample() -> (Replica, Delta) {
     a.insert(&cars, &one, &body, T).unwrap();
     a.insert(&cars, &two, &json!({"x": 1}), T + 1).unwrap();
     b.merge_replica(&a, T + 2);
-    a.update(&cars, &one, &[Mutation::Increment(Path::parse_dotted("km"), 3.0)], T + 3).unwrap();
-    b.update(&cars, &one, &[Mutation::Increment(Path::parse_dotted("km"), 4.5)], T + 3).unwrap();
-    b.update(&cars, &one, &[Mutation::Unset(Path::parse_dotted("none"))], T + 4).unwrap();
+    a.update(
+        &cars,
+        &one,
+        &[Mutation::Increment(Path::parse_dotted("km"), 3.0)],
+        T + 3,
+    )
+    .unwrap();
+    b.update(
+        &cars,
+        &one,
+        &[Mutation::Increment(Path::parse_dotted("km"), 4.5)],
+        T + 3,
+    )
+    .unwrap();
+    b.update(
+        &cars,
+        &one,
+        &[Mutation::Unset(Path::parse_dotted("none"))],
+        T + 4,
+    )
+    .unwrap();
     b.delete(&cars, &two, T + 5);
     a.merge_replica(&b, T + 6);
     let delta = a.delta_since(&Default::default());
@@ -35,12 +53,17 @@ fn sample() -> (Replica, Delta) {
 }
 
 fn golden(name: &str, bytes: &[u8]) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("TRELLIS_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, bytes).unwrap();
     }
     let expected = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e} (run with TRELLIS_UPDATE_GOLDEN=1 to create it)", path.display())
+        panic!(
+            "{}: {e} (run with TRELLIS_UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
     });
     assert!(
         expected == bytes,
@@ -64,11 +87,15 @@ fn delta_v1_bytes_match_the_golden_file() {
 fn document_v1_bytes_match_the_golden_file() {
     let (replica, _) = sample();
     let cars = CollectionName::new("cars").unwrap();
-    let state = replica.state(&cars, &DocId::from_string("car-1").unwrap()).unwrap();
+    let state = replica
+        .state(&cars, &DocId::from_string("car-1").unwrap())
+        .unwrap();
     golden("doc_v1.bin", &encode_doc(state));
     assert_eq!(&decode_doc(&encode_doc(state)).unwrap(), state);
     assert_eq!(
-        state.to_json(&DocId::from_string("car-1").unwrap()).unwrap()["km"],
+        state
+            .to_json(&DocId::from_string("car-1").unwrap())
+            .unwrap()["km"],
         json!(19.5)
     );
 }
@@ -89,7 +116,10 @@ fn bad_input_gets_a_clear_error() {
     let (_, delta) = sample();
     let bytes = encode_delta(&delta);
     assert_eq!(decode_delta(&[]), Err(CodecError::Empty));
-    assert_eq!(decode_delta(&bytes[..bytes.len() / 2]), Err(CodecError::Truncated));
+    assert_eq!(
+        decode_delta(&bytes[..bytes.len() / 2]),
+        Err(CodecError::Truncated)
+    );
     let mut newer = bytes.clone();
     newer[0] = 1;
     assert_eq!(decode_delta(&newer), Err(CodecError::UnknownVersion(2)));
@@ -101,7 +131,10 @@ fn bad_input_gets_a_clear_error() {
     trailing.push(0);
     assert_eq!(decode_delta(&trailing), Err(CodecError::TrailingBytes(1)));
     let huge = vec![0u8; trellis_common::codec::MAX_DELTA_BYTES + 1];
-    assert!(matches!(decode_delta(&huge), Err(CodecError::TooLarge { .. })));
+    assert!(matches!(
+        decode_delta(&huge),
+        Err(CodecError::TooLarge { .. })
+    ));
 }
 
 #[test]

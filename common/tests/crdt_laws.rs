@@ -114,14 +114,25 @@ fn run(replicas: usize, ops: &[Op]) -> (Vec<Replica>, Vec<Delta>) {
         let node = &mut nodes[op.replica];
         let produced = match &op.action {
             Action::Insert(body) => node.insert(&c, &id, body, wall).ok(),
-            Action::Set(p, v) => update(node, &id, Mutation::Set(Path::new(p.clone()), v.clone()), wall),
+            Action::Set(p, v) => update(
+                node,
+                &id,
+                Mutation::Set(Path::new(p.clone()), v.clone()),
+                wall,
+            ),
             Action::Unset(p) => update(node, &id, Mutation::Unset(Path::new(p.clone())), wall),
-            Action::Increment(p, n) => {
-                update(node, &id, Mutation::Increment(Path::new(p.clone()), f64::from(*n)), wall)
-            }
-            Action::Restart(p, n) => {
-                update(node, &id, Mutation::Restart(Path::new(p.clone()), f64::from(*n)), wall)
-            }
+            Action::Increment(p, n) => update(
+                node,
+                &id,
+                Mutation::Increment(Path::new(p.clone()), f64::from(*n)),
+                wall,
+            ),
+            Action::Restart(p, n) => update(
+                node,
+                &id,
+                Mutation::Restart(Path::new(p.clone()), f64::from(*n)),
+                wall,
+            ),
             Action::Delete => Some(node.delete(&c, &id, wall)),
             Action::SyncFrom(from) => {
                 let seen = nodes[op.replica].version().clone();

@@ -179,7 +179,9 @@ impl Counter {
     /// The counter's value: the base plus every actor's total, summed in actor order so
     /// that every replica computes the same float.
     pub fn value(&self) -> f64 {
-        self.parts.values().fold(self.base, |sum, part| sum + part.total)
+        self.parts
+            .values()
+            .fold(self.base, |sum, part| sum + part.total)
     }
 
     fn merge_parts(&mut self, other: &Counter) {
@@ -330,10 +332,12 @@ impl DocState {
     pub fn dots(&self) -> impl Iterator<Item = Dot> + '_ {
         self.entries.values().flat_map(|entry| {
             let parts = match &entry.kind {
-                EntryKind::Counter(counter) => Some(counter.parts.iter().map(|(actor, part)| Dot {
-                    actor: *actor,
-                    seq: part.seq,
-                })),
+                EntryKind::Counter(counter) => {
+                    Some(counter.parts.iter().map(|(actor, part)| Dot {
+                        actor: *actor,
+                        seq: part.seq,
+                    }))
+                }
                 _ => None,
             };
             std::iter::once(entry.dot()).chain(parts.into_iter().flatten())
@@ -385,7 +389,10 @@ impl DocState {
     /// Merges one entry, keeping the no-hidden-entries invariant. Returns whether the
     /// state changed.
     pub fn merge_entry(&mut self, path: &Path, entry: &Entry) -> bool {
-        if self.ancestor_bound(path).is_some_and(|bound| entry.stamp < bound) {
+        if self
+            .ancestor_bound(path)
+            .is_some_and(|bound| entry.stamp < bound)
+        {
             return false;
         }
         let changed = match self.entries.get_mut(path) {

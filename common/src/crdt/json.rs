@@ -140,7 +140,9 @@ impl DocState {
 
     fn increment_entry(&self, ctx: WriteContext, path: &Path, by: f64) -> Result<Entry, JsonError> {
         let me = ctx.dot.actor;
-        let has_children = self.value_at(path.segments()).is_some_and(|v| v.is_object());
+        let has_children = self
+            .value_at(path.segments())
+            .is_some_and(|v| v.is_object());
         if let (Some(existing), false) = (self.get(path.segments()), has_children)
             && let EntryKind::Counter(counter) = &existing.kind
         {

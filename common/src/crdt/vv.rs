@@ -111,7 +111,13 @@ mod tests {
         let mut vv = VersionVector::new();
         assert_eq!(vv.next_dot(a(9)).seq, 1);
         assert_eq!(vv.next_dot(a(9)).seq, 2);
-        assert!(vv.contains(Dot { actor: a(9), seq: 2 }));
-        assert!(!vv.contains(Dot { actor: a(9), seq: 3 }));
+        assert!(vv.contains(Dot {
+            actor: a(9),
+            seq: 2
+        }));
+        assert!(!vv.contains(Dot {
+            actor: a(9),
+            seq: 3
+        }));
     }
 }
