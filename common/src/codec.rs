@@ -340,14 +340,10 @@ pub(crate) fn doc_from_v1(doc: DocV1) -> Result<DocState, CodecError> {
     if first_unused_write != doc.writes.len() {
         return Err(corrupt("write table has unused writes"));
     }
-    let count = entries.len();
-    let state = DocState::from_entries(entries);
-    if state.len() != count {
-        return Err(corrupt(
-            "document holds entries superseded by their ancestors",
-        ));
-    }
-    Ok(state)
+    // Order was checked entry by entry above; this also checks that no entry is
+    // superseded by an ancestor.
+    DocState::from_sorted_entries(entries)
+        .ok_or_else(|| corrupt("document holds entries superseded by their ancestors"))
 }
 
 fn kind_from_v1(kind: KindV1, at_root: bool) -> Result<EntryKind, CodecError> {

@@ -10,3 +10,4 @@ pub mod delta;
 pub mod ids;
 pub mod query;
 pub mod replica;
+pub mod sync;

@@ -284,6 +284,35 @@ impl DocState {
         state
     }
 
+    /// A state from entries that are already in strictly increasing path order, checked
+    /// in one pass: `None` when they are out of order or when one is hidden by an
+    /// ancestor (which a normalised state never holds). This is the fast path for
+    /// decoding, where [`DocState::from_entries`] would merge entry by entry.
+    pub fn from_sorted_entries(entries: Vec<(Path, Entry)>) -> Option<Self> {
+        let ordered = entries.windows(2).all(|w| w[0].0 < w[1].0);
+        if !ordered {
+            return None;
+        }
+        // Stack of (ancestor path, greatest stamp on the chain down to it).
+        let mut chain: Vec<(&Path, Stamp)> = Vec::new();
+        for (path, entry) in &entries {
+            while chain
+                .last()
+                .is_some_and(|(ancestor, _)| !path.starts_with(ancestor.segments()))
+            {
+                chain.pop();
+            }
+            let bound = chain.last().map(|(_, stamp)| *stamp);
+            if bound.is_some_and(|bound| entry.stamp < bound) {
+                return None;
+            }
+            chain.push((path, bound.map_or(entry.stamp, |b| b.max(entry.stamp))));
+        }
+        Some(Self {
+            entries: entries.into_iter().collect(),
+        })
+    }
+
     /// The entries in path order.
     pub fn entries(&self) -> impl Iterator<Item = (&Path, &Entry)> {
         self.entries.iter()
@@ -505,6 +534,11 @@ fn counter_json(value: f64) -> Value {
 
 impl Crdt for DocState {
     fn merge(&mut self, other: &Self) {
+        if self.entries.is_empty() {
+            // Both states are normalised: merging into nothing is a copy.
+            self.entries = other.entries.clone();
+            return;
+        }
         // Path order visits ancestors first, so a newer ancestor in `other` is in place
         // before its older descendants are considered.
         for (path, entry) in &other.entries {

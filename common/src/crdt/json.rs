@@ -87,7 +87,10 @@ impl DocState {
         for (key, value) in fields.iter().filter(|(k, _)| k.as_str() != "_id") {
             flatten(ctx, Path::root().child(key), value, &mut out)?;
         }
-        Ok(DocState::from_entries(out))
+        // One write, one stamp: no entry can hide another, and object keys are unique,
+        // so sorting is all the normalisation needed.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(DocState::from_sorted_entries(out).expect("entries of one write are normalised"))
     }
 
     /// The delta that deletes the document: one tombstone entry at the root.

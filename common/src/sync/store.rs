@@ -1,0 +1,429 @@
+//! What a sync session needs from a store ([`SyncStore`]), and [`MemoryStore`], the
+//! in-memory reference implementation (tests and the simulator; the node's RocksDB store
+//! must behave the same).
+//!
+//! The store numbers its changes: whenever a merge changes an entry of a document (or a
+//! part of a counter), that entry is stamped with the store's next receipt sequence
+//! number ([`Lsn`]); all entries changed by one merge share one LSN. A merge that
+//! changes nothing takes no LSN. Each document is indexed by its latest LSN, per
+//! collection, so "what changed after LSN x in collection c" is a range scan.
+
+use std::collections::BTreeMap;
+
+use super::{Incarnation, Lsn, QueryId};
+use crate::crdt::{Counter, Crdt, DocState, Entry, EntryKind, Path};
+use crate::ids::{ActorId, CollectionName, DocId};
+
+/// A storage failure, reported by the session as the reason it closes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreFailure(pub String);
+
+/// A document changed after some LSN, as [`SyncStore::changed_since`] returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangedDoc {
+    /// The document.
+    pub id: DocId,
+    /// Its latest LSN (the scan's order and cursor).
+    pub lsn: Lsn,
+    /// The entries (and counter parts) changed after the scan's `after`.
+    pub fragment: DocState,
+    /// Whether `fragment` is the whole document (nothing in it is older than `after`).
+    pub whole: bool,
+    /// The whole current document.
+    pub state: DocState,
+}
+
+/// What a sync session reads and writes. One store is shared by all sessions of a node
+/// (the node serialises calls); a session borrows it for one `handle` call.
+pub trait SyncStore {
+    /// The store's incarnation (made when it was created).
+    fn incarnation(&self) -> Incarnation;
+
+    /// The LSN of the latest change (0 for an empty store).
+    fn current_lsn(&self) -> Lsn;
+
+    /// The documents of `collection` whose latest LSN is greater than `cursor` (which is
+    /// at least `after`), in LSN order, at most `limit` of them; each with the entries
+    /// changed after `after`. Page through with `cursor` = the last document's LSN.
+    fn changed_since(
+        &self,
+        collection: &CollectionName,
+        after: Lsn,
+        cursor: Lsn,
+        limit: usize,
+    ) -> Result<Vec<ChangedDoc>, StoreFailure>;
+
+    /// The stored state of a document (tombstones included), if any.
+    fn doc(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+    ) -> Result<Option<DocState>, StoreFailure>;
+
+    /// The stored documents of `collection` in id order after `after`, at most `limit`.
+    fn docs_in(
+        &self,
+        collection: &CollectionName,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, DocState)>, StoreFailure>;
+
+    /// Merges a fragment into a document. Returns whether the document changed (and so
+    /// took a new LSN).
+    fn apply(
+        &mut self,
+        collection: &CollectionName,
+        id: &DocId,
+        fragment: &DocState,
+    ) -> Result<bool, StoreFailure>;
+
+    /// The bookmark for a peer's store incarnation and a query (0 when none).
+    fn bookmark(&self, peer: &Incarnation, query: &QueryId) -> Result<Lsn, StoreFailure>;
+
+    /// Records a bookmark (durably, for a persistent store).
+    fn set_bookmark(
+        &mut self,
+        peer: &Incarnation,
+        query: &QueryId,
+        lsn: Lsn,
+    ) -> Result<(), StoreFailure>;
+
+    /// A chunk of an attachment, with the blob's number of chunks; `None` when the blob
+    /// is not here. The default has no blobs.
+    fn blob_chunk(
+        &self,
+        hash: &[u8; 32],
+        index: u32,
+    ) -> Result<Option<(u32, Vec<u8>)>, StoreFailure> {
+        let _ = (hash, index);
+        Ok(None)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct StoredDoc {
+    state: DocState,
+    /// The latest LSN of any entry.
+    lsn: Lsn,
+    /// Per entry, the LSN at which it last changed.
+    entry_lsn: BTreeMap<Path, Lsn>,
+    /// Per counter part, the LSN at which it last changed, when later than its entry's.
+    part_lsn: BTreeMap<(Path, ActorId), Lsn>,
+}
+
+/// Documents in memory, with per-entry LSNs, an LSN index per collection and bookmarks.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    incarnation: Incarnation,
+    lsn: Lsn,
+    docs: BTreeMap<(CollectionName, DocId), StoredDoc>,
+    by_lsn: BTreeMap<(CollectionName, Lsn), DocId>,
+    bookmarks: BTreeMap<(Incarnation, QueryId), Lsn>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new(incarnation: Incarnation) -> Self {
+        Self {
+            incarnation,
+            lsn: 0,
+            docs: BTreeMap::new(),
+            by_lsn: BTreeMap::new(),
+            bookmarks: BTreeMap::new(),
+        }
+    }
+
+    /// The stored state of a document.
+    pub fn get(&self, collection: &CollectionName, id: &DocId) -> Option<&DocState> {
+        self.docs
+            .get(&(collection.clone(), id.clone()))
+            .map(|d| &d.state)
+    }
+
+    /// Every stored document, tombstones included, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&CollectionName, &DocId, &DocState)> {
+        self.docs.iter().map(|((c, id), d)| (c, id, &d.state))
+    }
+
+    /// Merges a fragment (a local write's delta or a remote one); returns whether the
+    /// document changed.
+    pub fn merge(&mut self, collection: &CollectionName, id: &DocId, fragment: &DocState) -> bool {
+        let key = (collection.clone(), id.clone());
+        let doc = self.docs.entry(key).or_default();
+        let before: Vec<(Path, Option<Entry>)> = fragment
+            .entries()
+            .map(|(path, _)| (path.clone(), doc.state.get(path.segments()).cloned()))
+            .collect();
+        doc.state.merge(fragment);
+        let mut changed_entries = Vec::new();
+        let mut changed_parts = Vec::new();
+        for (path, old) in before {
+            let Some(new) = doc.state.get(path.segments()) else {
+                continue;
+            };
+            match (&old, &new.kind) {
+                (Some(old), EntryKind::Counter(new_counter))
+                    if old.stamp == new.stamp && old.seq == new.seq =>
+                {
+                    if let EntryKind::Counter(old_counter) = &old.kind {
+                        for actor in changed_part_actors(old_counter, new_counter) {
+                            changed_parts.push((path.clone(), actor));
+                        }
+                    } else if old != new {
+                        changed_entries.push(path);
+                    }
+                }
+                (Some(old), _) if old == new => {}
+                _ => changed_entries.push(path),
+            }
+        }
+        if changed_entries.is_empty() && changed_parts.is_empty() {
+            if doc.state.is_empty() && doc.lsn == 0 {
+                self.docs.remove(&(collection.clone(), id.clone()));
+            }
+            return false;
+        }
+        self.lsn += 1;
+        let lsn = self.lsn;
+        for path in changed_entries {
+            doc.part_lsn
+                .retain(|(p, _), _| p.segments() != path.segments());
+            doc.entry_lsn.insert(path, lsn);
+        }
+        for key in changed_parts {
+            doc.part_lsn.insert(key, lsn);
+        }
+        // Entries superseded by a newer ancestor were dropped by the merge.
+        let state = &doc.state;
+        doc.entry_lsn
+            .retain(|p, _| state.get(p.segments()).is_some());
+        doc.part_lsn.retain(|(p, actor), _| {
+            matches!(state.get(p.segments()).map(|e| &e.kind),
+                Some(EntryKind::Counter(c)) if c.parts.contains_key(actor))
+        });
+        if doc.lsn > 0 {
+            self.by_lsn.remove(&(collection.clone(), doc.lsn));
+        }
+        doc.lsn = lsn;
+        self.by_lsn.insert((collection.clone(), lsn), id.clone());
+        true
+    }
+}
+
+fn changed_part_actors(old: &Counter, new: &Counter) -> Vec<ActorId> {
+    new.parts
+        .iter()
+        .filter(|(actor, part)| old.parts.get(actor) != Some(part))
+        .map(|(actor, _)| *actor)
+        .collect()
+}
+
+/// The entries of `doc` changed after `after`, and whether that is all of it.
+fn fragment_after(doc: &StoredDoc, after: Lsn) -> (DocState, bool) {
+    let mut whole = true;
+    let mut entries = Vec::new();
+    for (path, entry) in doc.state.entries() {
+        let entry_lsn = doc.entry_lsn.get(path).copied().unwrap_or(0);
+        if entry_lsn > after {
+            entries.push((path.clone(), entry.clone()));
+            continue;
+        }
+        whole = false;
+        if let EntryKind::Counter(counter) = &entry.kind {
+            let parts: BTreeMap<_, _> = counter
+                .parts
+                .iter()
+                .filter(|(actor, _)| {
+                    doc.part_lsn
+                        .get(&(path.clone(), **actor))
+                        .is_some_and(|lsn| *lsn > after)
+                })
+                .map(|(actor, part)| (*actor, *part))
+                .collect();
+            if !parts.is_empty() {
+                entries.push((
+                    path.clone(),
+                    Entry {
+                        stamp: entry.stamp,
+                        seq: entry.seq,
+                        kind: EntryKind::Counter(Counter {
+                            base: counter.base,
+                            parts,
+                        }),
+                    },
+                ));
+            }
+        }
+    }
+    (DocState::from_entries(entries), whole)
+}
+
+impl SyncStore for MemoryStore {
+    fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
+    fn current_lsn(&self) -> Lsn {
+        self.lsn
+    }
+
+    fn changed_since(
+        &self,
+        collection: &CollectionName,
+        after: Lsn,
+        cursor: Lsn,
+        limit: usize,
+    ) -> Result<Vec<ChangedDoc>, StoreFailure> {
+        let start = (collection.clone(), cursor.max(after).saturating_add(1));
+        let end = (collection.clone(), Lsn::MAX);
+        Ok(self
+            .by_lsn
+            .range(start..=end)
+            .take(limit)
+            .map(|((_, lsn), id)| {
+                let doc = &self.docs[&(collection.clone(), id.clone())];
+                let (fragment, whole) = fragment_after(doc, after);
+                ChangedDoc {
+                    id: id.clone(),
+                    lsn: *lsn,
+                    fragment,
+                    whole,
+                    state: doc.state.clone(),
+                }
+            })
+            .collect())
+    }
+
+    fn doc(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+    ) -> Result<Option<DocState>, StoreFailure> {
+        Ok(self.get(collection, id).cloned())
+    }
+
+    fn docs_in(
+        &self,
+        collection: &CollectionName,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<Vec<(DocId, DocState)>, StoreFailure> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(id) => Bound::Excluded((collection.clone(), id.clone())),
+            None => Bound::Unbounded,
+        };
+        Ok(self
+            .docs
+            .range((start, Bound::Unbounded))
+            .skip_while(|((c, _), _)| c < collection)
+            .take_while(|((c, _), _)| c == collection)
+            .take(limit)
+            .map(|((_, id), d)| (id.clone(), d.state.clone()))
+            .collect())
+    }
+
+    fn apply(
+        &mut self,
+        collection: &CollectionName,
+        id: &DocId,
+        fragment: &DocState,
+    ) -> Result<bool, StoreFailure> {
+        Ok(self.merge(collection, id, fragment))
+    }
+
+    fn bookmark(&self, peer: &Incarnation, query: &QueryId) -> Result<Lsn, StoreFailure> {
+        Ok(self.bookmarks.get(&(*peer, *query)).copied().unwrap_or(0))
+    }
+
+    fn set_bookmark(
+        &mut self,
+        peer: &Incarnation,
+        query: &QueryId,
+        lsn: Lsn,
+    ) -> Result<(), StoreFailure> {
+        self.bookmarks.insert((*peer, *query), lsn);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Hlc;
+    use crate::crdt::{Dot, Mutation, Stamp, WriteContext};
+    use serde_json::json;
+
+    fn ctx(ms: u64, seq: u64) -> WriteContext {
+        let actor = ActorId::from_u64(1);
+        WriteContext {
+            stamp: Stamp {
+                hlc: Hlc::new(ms, 0),
+                actor,
+            },
+            dot: Dot { actor, seq },
+        }
+    }
+
+    #[test]
+    fn changes_are_numbered_and_fragments_hold_only_what_changed() {
+        let cars = CollectionName::new("cars").unwrap();
+        let id = DocId::from_string("a").unwrap();
+        let mut store = MemoryStore::new(Incarnation::from_u64(1));
+        let insert =
+            DocState::insert_delta(ctx(10, 1), &json!({"color": "blue", "km": 1})).unwrap();
+        assert!(store.merge(&cars, &id, &insert));
+        assert!(
+            !store.merge(&cars, &id, &insert),
+            "a duplicate takes no LSN"
+        );
+        assert_eq!(store.current_lsn(), 1);
+        let state = store.get(&cars, &id).unwrap().clone();
+        let update = state
+            .update_delta(
+                ctx(20, 2),
+                &[Mutation::Set(Path::parse_dotted("color"), json!("red"))],
+            )
+            .unwrap();
+        assert!(store.merge(&cars, &id, &update));
+        let changed = store.changed_since(&cars, 1, 1, 10).unwrap();
+        assert_eq!(changed.len(), 1);
+        assert!(!changed[0].whole);
+        assert_eq!(changed[0].fragment, update);
+        let all = store.changed_since(&cars, 0, 0, 10).unwrap();
+        assert!(all[0].whole);
+        assert_eq!(all[0].fragment, all[0].state);
+    }
+
+    #[test]
+    fn counter_parts_travel_alone() {
+        let cars = CollectionName::new("cars").unwrap();
+        let id = DocId::from_string("a").unwrap();
+        let mut store = MemoryStore::new(Incarnation::from_u64(1));
+        let insert = DocState::insert_delta(ctx(10, 1), &json!({"n": 1})).unwrap();
+        store.merge(&cars, &id, &insert);
+        let inc = |store: &MemoryStore, seq| {
+            store
+                .get(&cars, &id)
+                .unwrap()
+                .update_delta(
+                    ctx(10 + seq, seq),
+                    &[Mutation::Increment(Path::parse_dotted("n"), 1.0)],
+                )
+                .unwrap()
+        };
+        let first = inc(&store, 2);
+        store.merge(&cars, &id, &first);
+        let lsn = store.current_lsn();
+        let second = inc(&store, 3);
+        store.merge(&cars, &id, &second);
+        let changed = store.changed_since(&cars, lsn, lsn, 10).unwrap();
+        assert_eq!(changed[0].fragment, second);
+        let mut replica = store.changed_since(&cars, 0, 0, 10).unwrap()[0]
+            .state
+            .clone();
+        replica.merge(&changed[0].fragment);
+        assert_eq!(replica.to_json(&id), Some(json!({"_id": "a", "n": 3})));
+    }
+}
