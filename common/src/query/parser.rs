@@ -723,41 +723,39 @@ impl<'s> Parser<'s> {
     }
 
     fn additive(&mut self) -> Result<Expr, QueryError> {
-        let mut left = self.multiplicative()?;
-        let mut levels = 0;
-        loop {
-            let op = match self.peek().tok {
-                Tok::Sym(Sym::Plus) => ArithOp::Add,
-                Tok::Sym(Sym::Minus) => ArithOp::Sub,
-                _ => break,
-            };
-            self.advance();
-            self.enter()?;
-            levels += 1;
-            let right = self.multiplicative()?;
-            left = Expr::Arith {
-                op,
-                left: Box::new(left),
-                right: Box::new(right),
-            };
-        }
-        self.leave(levels);
-        Ok(left)
+        self.arithmetic(Self::multiplicative, |sym| match sym {
+            Sym::Plus => Some(ArithOp::Add),
+            Sym::Minus => Some(ArithOp::Sub),
+            _ => None,
+        })
     }
 
     fn multiplicative(&mut self) -> Result<Expr, QueryError> {
-        let mut left = self.unary()?;
+        self.arithmetic(Self::unary, |sym| match sym {
+            Sym::Star => Some(ArithOp::Mul),
+            Sym::Slash => Some(ArithOp::Div),
+            _ => None,
+        })
+    }
+
+    /// One left-associative level of arithmetic: `operand (op operand)*`.
+    fn arithmetic(
+        &mut self,
+        operand: fn(&mut Self) -> Result<Expr, QueryError>,
+        operator: fn(Sym) -> Option<ArithOp>,
+    ) -> Result<Expr, QueryError> {
+        let mut left = operand(self)?;
         let mut levels = 0;
         loop {
             let op = match self.peek().tok {
-                Tok::Sym(Sym::Star) => ArithOp::Mul,
-                Tok::Sym(Sym::Slash) => ArithOp::Div,
-                _ => break,
+                Tok::Sym(sym) => operator(sym),
+                _ => None,
             };
+            let Some(op) = op else { break };
             self.advance();
             self.enter()?;
             levels += 1;
-            let right = self.unary()?;
+            let right = operand(self)?;
             left = Expr::Arith {
                 op,
                 left: Box::new(left),

@@ -340,6 +340,22 @@ impl Session {
         }
     }
 
+    /// `event` when the negotiated capabilities include `capability`, else a protocol
+    /// error naming the message that needed it.
+    fn if_capable(
+        &self,
+        capability: Capabilities,
+        message: &str,
+        name: &str,
+        event: impl FnOnce() -> Event,
+    ) -> Event {
+        if self.capabilities().contains(capability) {
+            event()
+        } else {
+            Event::ProtocolError(format!("{message} without the {name} capability, ignored"))
+        }
+    }
+
     /// The bookmark of a query of our interest on this session.
     pub fn bookmark(&self, query: &QueryId) -> Option<Lsn> {
         self.bookmarks.get(query).copied()
@@ -505,24 +521,16 @@ impl Session {
             }
             Message::BlobWant(want) => self.on_blob_want(store, out, want),
             Message::BlobChunk(chunk) => {
-                let event = if self.capabilities().contains(Capabilities::BLOBS) {
+                let event = self.if_capable(Capabilities::BLOBS, "BlobChunk", "blobs", || {
                     Event::BlobChunk(chunk)
-                } else {
-                    Event::ProtocolError(
-                        "BlobChunk without the blobs capability, ignored".to_owned(),
-                    )
-                };
+                });
                 out.push(Output::Event(event));
                 Ok(())
             }
             Message::Links(links) => {
-                let event = if self.capabilities().contains(Capabilities::PRESENCE) {
+                let event = self.if_capable(Capabilities::PRESENCE, "Links", "presence", || {
                     Event::Links(links)
-                } else {
-                    Event::ProtocolError(
-                        "Links without the presence capability, ignored".to_owned(),
-                    )
-                };
+                });
                 out.push(Output::Event(event));
                 Ok(())
             }
