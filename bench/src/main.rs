@@ -29,6 +29,10 @@ enum Bench {
     Store,
 }
 
+/// The same allocator as `trellis-node`, so the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cfg!(debug_assertions) {
