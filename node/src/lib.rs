@@ -8,5 +8,6 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod identity;
+pub mod net;
 pub mod node;
 pub mod store;

@@ -141,6 +141,11 @@ struct DemoArgs {
     once: bool,
 }
 
+/// mimalloc: the document model allocates many small paths and entries, and glibc
+/// malloc costs about a third of the write path (see `trellis-bench store`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
