@@ -57,7 +57,8 @@ impl Path {
 
     /// The path of a child key.
     pub fn child(&self, key: &str) -> Self {
-        let mut segments = self.0.clone();
+        let mut segments = Vec::with_capacity(self.0.len() + 1);
+        segments.extend(self.0.iter().cloned());
         segments.push(key.to_owned());
         Self(segments)
     }
@@ -311,6 +312,14 @@ impl DocState {
         Some(Self {
             entries: entries.into_iter().collect(),
         })
+    }
+
+    /// A state from the entries of one write (all with the same stamp, so none can
+    /// hide another) at distinct paths, in any order: no check, one sort.
+    pub(crate) fn from_unique_entries_of_one_write(entries: Vec<(Path, Entry)>) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].1.stamp == w[1].1.stamp));
+        let entries: BTreeMap<Path, Entry> = entries.into_iter().collect();
+        Self { entries }
     }
 
     /// The entries in path order.

@@ -88,9 +88,8 @@ impl DocState {
             flatten(ctx, Path::root().child(key), value, &mut out)?;
         }
         // One write, one stamp: no entry can hide another, and object keys are unique,
-        // so sorting is all the normalisation needed.
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(DocState::from_sorted_entries(out).expect("entries of one write are normalised"))
+        // so ordering them is all the normalisation needed.
+        Ok(DocState::from_unique_entries_of_one_write(out))
     }
 
     /// The delta that deletes the document: one tombstone entry at the root.
@@ -243,8 +242,12 @@ fn flatten(
     check_depth(&path)?;
     match value {
         Value::Object(fields) => {
-            out.push((path.clone(), ctx.entry(EntryKind::Map)));
-            flatten_fields(ctx, &path, fields, out)
+            // The children first, from the borrowed path; the map marker then takes it.
+            // Order does not matter: `insert_delta` sorts, `update_delta` merges entry
+            // by entry, and entries of one write never hide each other.
+            flatten_fields(ctx, &path, fields, out)?;
+            out.push((path, ctx.entry(EntryKind::Map)));
+            Ok(())
         }
         leaf => {
             let leaf = Leaf::from_json(leaf).expect("objects are handled above");

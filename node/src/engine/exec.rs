@@ -4,9 +4,12 @@
 //!
 //! A [`Tx`] does for every document it writes what `Replica::write` does: the next dot
 //! of this actor from the store's version vector, a clock tick, the write context raised
-//! past everything in the document ([`WriteContext::for_document`]), and a one-document
-//! [`Delta`] from `{actor: seq - 1}` to `{actor: seq}`. The deltas of a transaction are
-//! committed together, in order, by one [`Store::apply`].
+//! past everything in the document ([`WriteContext::for_document`]) and a delta
+//! fragment. The transaction commits as one [`Delta`] from `{actor: first - 1}` to
+//! `{actor: last}` (its dots are dense) holding, per document, the merge of its
+//! fragments, by one [`Store::apply`]. That stores what one single-write delta per
+//! write, applied in order, would: merge is associative and commutative, and the
+//! version vector covers `first - 1` for all of them or for none.
 
 use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
@@ -37,18 +40,10 @@ pub(crate) type Overlay = BTreeMap<CollectionName, BTreeMap<DocId, Pending>>;
 #[derive(Debug)]
 pub(crate) struct Pending {
     state: DocState,
-    /// When the transaction's only write to the document was a fresh insert: that
-    /// write, whose delta fragment is `state` itself (kept once, not twice).
-    fresh_write: Option<usize>,
-}
-
-/// One document write of a transaction, in order.
-struct Write {
-    collection: CollectionName,
-    id: DocId,
-    seq: u64,
-    /// The delta fragment; `None` while it is the overlay's state (a fresh insert).
-    fragment: Option<DocState>,
+    /// The merge of the transaction's fragments for the document, when the store held
+    /// it before the transaction. `None`: the store held nothing, so `state` is exactly
+    /// that merge (kept once, not twice).
+    fragments: Option<DocState>,
 }
 
 /// The collection a statement names, validated for the store.
@@ -326,10 +321,14 @@ pub(crate) struct Tx<'e> {
     actor: ActorId,
     clock: &'e mut Clock,
     wall_ms: u64,
+    /// The actor's sequence number when the transaction started.
+    base_seq: u64,
     /// The last sequence number allocated to this actor.
     seq: u64,
+    /// The store's generation when the transaction started (before any read), for
+    /// [`WriteBatch::assume_absent`].
+    generation: Option<u64>,
     overlay: Overlay,
-    writes: Vec<Write>,
     pub(crate) indexes: Vec<IndexDef>,
 }
 
@@ -340,15 +339,17 @@ impl<'e> Tx<'e> {
         clock: &'e mut Clock,
         wall_ms: u64,
     ) -> Self {
+        let generation = store.generation();
         let seq = store.version().get(actor);
         Self {
             store,
             actor,
             clock,
             wall_ms,
+            base_seq: seq,
             seq,
+            generation,
             overlay: Overlay::new(),
-            writes: Vec::new(),
             indexes: store.indexes(),
         }
     }
@@ -383,68 +384,75 @@ impl<'e> Tx<'e> {
                     source,
                 }
             })?;
-        let docs = self.overlay.entry(c.clone()).or_default();
-        // A fresh insert written again: its fragment must now be kept apart.
-        if let Some(pending) = docs.get_mut(id)
-            && let Some(earlier) = pending.fresh_write.take()
-        {
-            self.writes[earlier].fragment = Some(pending.state.clone());
+        if !self.overlay.contains_key(c) {
+            self.overlay.insert(c.clone(), BTreeMap::new());
         }
-        let index = self.writes.len();
-        let (pending, fragment) = if current.is_empty() {
-            let pending = Pending {
-                state: fragment,
-                fresh_write: Some(index),
-            };
-            (pending, None)
-        } else {
-            let mut merged = current;
-            merged.merge(&fragment);
-            let pending = Pending {
-                state: merged,
-                fresh_write: None,
-            };
-            (pending, Some(fragment))
-        };
-        docs.insert(id.clone(), pending);
-        self.writes.push(Write {
-            collection: c.clone(),
-            id: id.clone(),
-            seq,
-            fragment,
-        });
+        let docs = self
+            .overlay
+            .get_mut(c)
+            .expect("the collection's overlay was just created");
+        match docs.get_mut(id) {
+            // Written before in this transaction: `current` is its pending state.
+            Some(pending) => {
+                if let Some(fragments) = &mut pending.fragments {
+                    fragments.merge(&fragment);
+                }
+                pending.state.merge(&fragment);
+            }
+            // The store held nothing (no write leaves an empty state): the fragment
+            // is the document.
+            None if current.is_empty() => {
+                let pending = Pending {
+                    state: fragment,
+                    fragments: None,
+                };
+                docs.insert(id.clone(), pending);
+            }
+            None => {
+                let mut state = current;
+                state.merge(&fragment);
+                let pending = Pending {
+                    state,
+                    fragments: Some(fragment),
+                };
+                docs.insert(id.clone(), pending);
+            }
+        }
         self.seq = seq;
         Ok(())
     }
 
-    /// The transaction's writes as one store batch: one single-document delta per write,
-    /// from `{actor: seq - 1}` to `{actor: seq}`, in order. Empty when nothing was
-    /// written.
-    pub(crate) fn into_batch(mut self) -> WriteBatch {
-        let actor = self.actor;
-        self.writes
-            .into_iter()
-            .map(|w| {
-                let state = match w.fragment {
-                    Some(fragment) => fragment,
-                    None => self
-                        .overlay
-                        .get_mut(&w.collection)
-                        .and_then(|docs| docs.get_mut(&w.id))
-                        .map(|pending| std::mem::take(&mut pending.state))
-                        .unwrap_or_default(),
-                };
-                Delta {
-                    since: [(actor, w.seq - 1)].into_iter().collect(),
-                    until: [(actor, w.seq)].into_iter().collect(),
-                    changes: vec![DocChange {
-                        collection: w.collection,
-                        id: w.id,
-                        state,
-                    }],
-                }
-            })
-            .collect()
+    /// The transaction's writes as one store batch: one delta from `{actor: first - 1}`
+    /// to `{actor: last}` with one change per document written, in (collection, id)
+    /// order. Empty when nothing was written.
+    pub(crate) fn into_batch(self) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        if self.seq == self.base_seq {
+            return batch;
+        }
+        let mut absent = Vec::new();
+        let mut changes = Vec::new();
+        for (collection, docs) in self.overlay {
+            for (id, pending) in docs {
+                absent.push(pending.fragments.is_none());
+                changes.push(DocChange {
+                    collection: collection.clone(),
+                    id,
+                    state: pending.fragments.unwrap_or(pending.state),
+                });
+            }
+        }
+        batch.push(Delta {
+            since: [(self.actor, self.base_seq)].into_iter().collect(),
+            until: [(self.actor, self.seq)].into_iter().collect(),
+            changes,
+        });
+        // Read and committed under the engine's writer lock: the store trusts these
+        // only if nothing else committed since the transaction started.
+        if let Some(generation) = self.generation {
+            batch.assume_absent(generation, absent);
+        }
+        batch
     }
 
     /// Runs an INSERT, binding its documents from `params` as it goes: a document that

@@ -296,9 +296,13 @@ impl Engine {
             };
             results.push(result);
         }
-        let batch = tx.into_batch();
+        let mut batch = tx.into_batch();
         if batch.is_empty() {
             return Ok(results);
+        }
+        // Observers are the only readers of the states `apply` can return.
+        if writer.observers.len() == 0 {
+            batch = batch.without_states();
         }
         let applied = self.store.apply(&batch)?;
         attach_warnings(&applied, statements, &mut results);
@@ -329,7 +333,11 @@ impl Engine {
     pub fn apply_remote(&self, delta: &Delta) -> Result<RemoteApplied, EngineError> {
         let wall = wall_ms();
         let mut writer = self.writer.lock();
-        let applied = self.store.apply(&WriteBatch::from(delta.clone()))?;
+        let mut batch = WriteBatch::from(delta.clone());
+        if writer.observers.len() == 0 {
+            batch = batch.without_states();
+        }
+        let applied = self.store.apply(&batch)?;
         let mut quarantined = 0;
         for change in &delta.changes {
             let newest = change.state.max_hlc();

@@ -40,6 +40,8 @@ struct Inner {
     chunks: BTreeMap<(BlobHash, u32), Vec<u8>>,
     staged: BTreeMap<(u64, u32), Vec<u8>>,
     next_upload: u64,
+    /// Raised by every `apply` and `evict` ([`Store::generation`]).
+    generation: u64,
 }
 
 impl MemoryStore {
@@ -130,10 +132,17 @@ impl Store for MemoryStore {
         let defs: Vec<IndexDef> = inner.index_defs.values().cloned().collect();
         let plan = {
             let docs = &inner.docs;
-            plan_apply(batch, &inner.version, inner.max_hlc, &defs, |c, id| {
-                Ok(docs.get(c).and_then(|d| d.get(id)).cloned())
-            })?
+            let generation = Some(inner.generation);
+            plan_apply(
+                batch,
+                generation,
+                &inner.version,
+                inner.max_hlc,
+                &defs,
+                |c, id| Ok(docs.get(c).and_then(|d| d.get(id)).cloned()),
+            )?
         };
+        inner.generation += 1;
         for doc in &plan.docs {
             let key = (doc.collection.clone(), doc.id.clone());
             for dot in &doc.dots_removed {
@@ -143,23 +152,27 @@ impl Store for MemoryStore {
                 inner.add_change(*dot, &key);
             }
             for (name, value) in &doc.index_removed {
-                inner.remove_index_entry(name, value, &doc.id);
+                inner.remove_index_entry(name, value, doc.id);
             }
             for (name, value) in &doc.index_added {
-                inner.add_index_entry(name, value.clone(), &doc.id);
+                inner.add_index_entry(name, value.clone(), doc.id);
             }
             inner.evicted.remove(&key);
             inner
                 .docs
                 .entry(doc.collection.clone())
                 .or_default()
-                .insert(doc.id.clone(), doc.after.clone());
+                .insert(doc.id.clone(), DocState::clone(&doc.after));
         }
         inner.version = plan.version.clone();
         if let Some(hlc) = plan.max_hlc {
             inner.max_hlc = hlc;
         }
         Ok(plan.into_applied())
+    }
+
+    fn generation(&self) -> Option<u64> {
+        Some(self.inner.lock().generation)
     }
 
     fn version(&self) -> VersionVector {
@@ -186,6 +199,7 @@ impl Store for MemoryStore {
 
     fn evict(&self, collection: &CollectionName, ids: &[DocId]) -> Result<Vec<(DocId, DocState)>> {
         let mut inner = self.inner.lock();
+        inner.generation += 1;
         let defs: Vec<IndexDef> = inner
             .index_defs
             .values()

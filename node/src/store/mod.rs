@@ -16,7 +16,10 @@
 //! states, the change-index entries of the writes they now hold (and the removal of
 //! those of superseded writes), the secondary-index entries, the version vector and the
 //! greatest hybrid timestamp. The version vector advances exactly as in `Replica::apply`:
-//! only when the stored vector already covers the delta's `since`.
+//! only when the stored vector already covers the delta's `since`. A writer that has
+//! just read the documents under its own lock (the engine) can spare the store the
+//! second read of documents it found absent, and the copies of the states it does not
+//! need ([`WriteBatch::assume_absent`], [`WriteBatch::without_states`]).
 //!
 //! # Column families
 //!
@@ -132,9 +135,27 @@ pub enum Durability {
 ///
 /// A local transaction is usually one delta per statement or one merged delta; a sync
 /// session may group several received deltas.
+///
+/// Two hints let a writer that holds more context save work; neither changes what is
+/// stored, and [`Store::apply`] ignores a hint it cannot trust:
+///
+/// - [`WriteBatch::assume_absent`]: which documents the writer found not stored at all,
+///   read at store generation `g` ([`Store::generation`]). The store uses them instead
+///   of reading those documents again only if its generation is still `g` when it
+///   applies the batch, i.e. no commit happened in between. The engine reads and
+///   commits under its writer lock, so for its transactions that holds unless something
+///   bypasses the engine and writes to the store directly, in which case the hints are
+///   dropped and the documents read as usual.
+/// - [`WriteBatch::without_states`]: the caller does not need the before and after
+///   states of [`Applied::docs`] (the engine, when no observer is registered).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
     deltas: Vec<Delta>,
+    /// Per change of the batch, in order (all deltas' changes concatenated): whether its
+    /// document was not stored at all at generation `absent_at`.
+    absent: Vec<bool>,
+    absent_at: Option<u64>,
+    omit_states: bool,
 }
 
 impl WriteBatch {
@@ -157,12 +178,39 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.deltas.is_empty()
     }
+
+    /// Records which documents the writer found not stored at all when the store was at
+    /// `generation`: one flag per change of the batch, in order (see the type's
+    /// documentation for when the store trusts them).
+    pub fn assume_absent(&mut self, generation: u64, absent: Vec<bool>) {
+        self.absent = absent;
+        self.absent_at = Some(generation);
+    }
+
+    /// Asks [`Store::apply`] not to return document states: each [`AppliedDoc`] then
+    /// has `before: None` and an empty `after` (its collection and id are right).
+    pub fn without_states(mut self) -> Self {
+        self.omit_states = true;
+        self
+    }
+
+    /// Whether [`Applied::docs`] carries the before and after states.
+    pub fn wants_states(&self) -> bool {
+        !self.omit_states
+    }
+
+    /// The absence flags, if they were recorded at `generation` (the store's current
+    /// one); `None` when they cannot be trusted.
+    pub(crate) fn absent_at(&self, generation: Option<u64>) -> Option<&[bool]> {
+        (self.absent_at.is_some() && self.absent_at == generation).then_some(&self.absent[..])
+    }
 }
 
 impl From<Delta> for WriteBatch {
     fn from(delta: Delta) -> Self {
         Self {
             deltas: vec![delta],
+            ..Self::default()
         }
     }
 }
@@ -171,6 +219,7 @@ impl FromIterator<Delta> for WriteBatch {
     fn from_iter<I: IntoIterator<Item = Delta>>(iter: I) -> Self {
         Self {
             deltas: iter.into_iter().collect(),
+            ..Self::default()
         }
     }
 }
@@ -332,6 +381,13 @@ pub trait Store: BlobStore + Send + Sync {
     /// `Ok`, none of it when it returns `Err` (see the module documentation).
     fn apply(&self, batch: &WriteBatch) -> Result<Applied>;
 
+    /// A number that changes whenever [`Store::apply`] or [`Store::evict`] commits, for
+    /// [`WriteBatch::assume_absent`]; `None` (the default) when the backend does not
+    /// keep one, and then such hints are never trusted.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
+
     /// Every write this store has (or has superseded). It never runs ahead of the
     /// documents: read it before reading documents to build a consistent delta.
     fn version(&self) -> VersionVector;
@@ -458,4 +514,19 @@ impl EncodedBounds {
 /// Dots of a state, deduplicated.
 pub(crate) fn dot_set(state: Option<&DocState>) -> BTreeSet<trellis_common::crdt::Dot> {
     state.map(|s| s.dots().collect()).unwrap_or_default()
+}
+
+/// Dots of a state, deduplicated, in order (as [`dot_set`] iterates them).
+pub(crate) fn sorted_dots(state: &DocState) -> Vec<trellis_common::crdt::Dot> {
+    let mut dots = Vec::new();
+    for dot in state.dots() {
+        // Entries of one write come in runs (a fresh insert is a single run): drop
+        // repeats as they come, then sort what is left.
+        if dots.last() != Some(&dot) {
+            dots.push(dot);
+        }
+    }
+    dots.sort_unstable();
+    dots.dedup();
+    dots
 }

@@ -4,7 +4,9 @@
 //! timestamp). Both backends call [`plan_apply`] under their writer lock and then commit
 //! the [`Plan`] in their own way, so they cannot disagree on what a write means.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use trellis_common::clock::Hlc;
 use trellis_common::codec::encode_doc;
@@ -13,14 +15,15 @@ use trellis_common::ids::{CollectionName, DocId};
 
 use super::{
     Applied, AppliedDoc, IndexDef, MAX_DOC_BYTES, Result, SizeWarning, StoreError, WARN_DOC_BYTES,
-    WriteBatch, dot_set,
+    WriteBatch, sorted_dots,
 };
 
-/// Everything one batch changes.
+/// Everything one batch changes. Borrows the batch: a document the batch creates from a
+/// single fragment is that fragment, not a copy of it.
 #[derive(Debug)]
-pub(crate) struct Plan {
+pub(crate) struct Plan<'b> {
     /// Changed documents, in (collection, id) order.
-    pub(crate) docs: Vec<PlannedDoc>,
+    pub(crate) docs: Vec<PlannedDoc<'b>>,
     /// Per delta, whether the version vector advanced.
     pub(crate) advanced: Vec<bool>,
     /// The version vector after the batch.
@@ -31,20 +34,22 @@ pub(crate) struct Plan {
     pub(crate) max_hlc: Option<Hlc>,
     /// Documents above the warning size.
     pub(crate) warnings: Vec<SizeWarning>,
+    /// Whether [`Plan::into_applied`] reports document states.
+    states: bool,
 }
 
 /// One changed document and the rows that follow from it.
 #[derive(Debug)]
-pub(crate) struct PlannedDoc {
-    pub(crate) collection: CollectionName,
-    pub(crate) id: DocId,
+pub(crate) struct PlannedDoc<'b> {
+    pub(crate) collection: &'b CollectionName,
+    pub(crate) id: &'b DocId,
     pub(crate) before: Option<DocState>,
-    pub(crate) after: DocState,
+    pub(crate) after: Cow<'b, DocState>,
     /// `encode_doc(&after)`.
     pub(crate) encoded: Vec<u8>,
-    /// Writes the document now holds that it did not.
+    /// Writes the document now holds that it did not, in order.
     pub(crate) dots_added: Vec<Dot>,
-    /// Writes it held and no longer does (superseded).
+    /// Writes it held and no longer does (superseded), in order.
     pub(crate) dots_removed: Vec<Dot>,
     /// `(index name, encoded value)` entries to remove.
     pub(crate) index_removed: Vec<(String, Vec<u8>)>,
@@ -52,33 +57,49 @@ pub(crate) struct PlannedDoc {
     pub(crate) index_added: Vec<(String, Vec<u8>)>,
 }
 
-/// Merges `batch` into the states `read` returns and plans the commit. Fails, planning
-/// nothing, when a document would exceed [`MAX_DOC_BYTES`] or a stored state is
-/// unreadable.
-pub(crate) fn plan_apply(
-    batch: &WriteBatch,
+/// Merges `batch` into the states `read` returns and plans the commit. `generation` is
+/// the store's current [`Store::generation`](super::Store::generation): documents the
+/// batch says were absent at that generation are not read. Fails, planning nothing,
+/// when a document would exceed [`MAX_DOC_BYTES`] or a stored state is unreadable.
+pub(crate) fn plan_apply<'b>(
+    batch: &'b WriteBatch,
+    generation: Option<u64>,
     version: &VersionVector,
     max_hlc: Hlc,
     indexes: &[IndexDef],
     mut read: impl FnMut(&CollectionName, &DocId) -> Result<Option<DocState>>,
-) -> Result<Plan> {
-    let mut working: BTreeMap<(CollectionName, DocId), (Option<DocState>, DocState)> =
-        BTreeMap::new();
+) -> Result<Plan<'b>> {
+    type Working<'b> = (Option<DocState>, Cow<'b, DocState>);
+    let mut working: BTreeMap<(&'b CollectionName, &'b DocId), Working<'b>> = BTreeMap::new();
+    let absent = batch.absent_at(generation);
+    let mut change_number = 0;
     let mut new_version = version.clone();
     let mut advanced = Vec::with_capacity(batch.deltas().len());
     let mut newest = max_hlc;
     for delta in batch.deltas() {
         for change in &delta.changes {
-            let key = (change.collection.clone(), change.id.clone());
-            let slot = match working.entry(key) {
-                std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
-                std::collections::btree_map::Entry::Vacant(slot) => {
-                    let before = read(&change.collection, &change.id)?;
-                    let current = before.clone().unwrap_or_default();
-                    slot.insert((before, current))
+            let known_absent = absent.is_some_and(|a| a.get(change_number) == Some(&true));
+            change_number += 1;
+            match working.entry((&change.collection, &change.id)) {
+                Entry::Occupied(slot) => slot.into_mut().1.to_mut().merge(&change.state),
+                Entry::Vacant(slot) => {
+                    let before = if known_absent {
+                        None
+                    } else {
+                        read(&change.collection, &change.id)?
+                    };
+                    // Merging into nothing is a copy: borrow the fragment instead.
+                    let after = match &before {
+                        None => Cow::Borrowed(&change.state),
+                        Some(before) => {
+                            let mut after = before.clone();
+                            after.merge(&change.state);
+                            Cow::Owned(after)
+                        }
+                    };
+                    slot.insert((before, after));
                 }
-            };
-            slot.1.merge(&change.state);
+            }
             newest = newest.max(change.state.max_hlc());
         }
         // The rule of `Replica::apply`: claim `until` only on top of all of `since`.
@@ -93,7 +114,7 @@ pub(crate) fn plan_apply(
     let mut warnings = Vec::new();
     for ((collection, id), (before, after)) in working {
         let unchanged = match &before {
-            Some(before) => *before == after,
+            Some(before) => *before == *after,
             None => after.is_empty(),
         };
         if unchanged {
@@ -102,8 +123,8 @@ pub(crate) fn plan_apply(
         let encoded = encode_doc(&after);
         if encoded.len() > MAX_DOC_BYTES {
             return Err(StoreError::DocumentTooLarge {
-                collection,
-                id,
+                collection: collection.clone(),
+                id: id.clone(),
                 size: encoded.len(),
                 limit: MAX_DOC_BYTES,
             });
@@ -122,15 +143,17 @@ pub(crate) fn plan_apply(
                 size: encoded.len(),
             });
         }
-        let old_dots = dot_set(before.as_ref());
-        let new_dots = dot_set(Some(&after));
-        let dots_added = new_dots.difference(&old_dots).copied().collect();
-        let dots_removed = old_dots.difference(&new_dots).copied().collect();
+        let new_dots = sorted_dots(&after);
+        let (dots_added, dots_removed) = match &before {
+            // A document new to the store adds every write it holds.
+            None => (new_dots, Vec::new()),
+            Some(before) => sorted_difference(&sorted_dots(before), &new_dots),
+        };
         let mut index_removed = Vec::new();
         let mut index_added = Vec::new();
-        for def in indexes.iter().filter(|d| d.collection == collection) {
-            let old = before.as_ref().and_then(|b| def.entry_value(&id, b));
-            let new = def.entry_value(&id, &after);
+        for def in indexes.iter().filter(|d| d.collection == *collection) {
+            let old = before.as_ref().and_then(|b| def.entry_value(id, b));
+            let new = def.entry_value(id, &after);
             if old != new {
                 index_removed.extend(old.map(|v| (def.name.clone(), v)));
                 index_added.extend(new.map(|v| (def.name.clone(), v)));
@@ -156,26 +179,169 @@ pub(crate) fn plan_apply(
         version: new_version,
         max_hlc: (newest > max_hlc).then_some(newest),
         warnings,
+        states: batch.wants_states(),
     })
 }
 
-impl Plan {
+/// `(new - old, old - new)` of two sorted, deduplicated lists, each in order.
+fn sorted_difference(old: &[Dot], new: &[Dot]) -> (Vec<Dot>, Vec<Dot>) {
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) if o == n => {
+                i += 1;
+                j += 1;
+            }
+            (Some(o), Some(n)) if o < n => {
+                removed.push(*o);
+                i += 1;
+            }
+            (Some(o), None) => {
+                removed.push(*o);
+                i += 1;
+            }
+            (_, Some(n)) => {
+                added.push(*n);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (added, removed)
+}
+
+impl Plan<'_> {
     /// The report for the caller, once committed.
     pub(crate) fn into_applied(self) -> Applied {
+        let states = self.states;
         Applied {
             docs: self
                 .docs
                 .into_iter()
                 .map(|d| AppliedDoc {
-                    collection: d.collection,
-                    id: d.id,
-                    before: d.before,
-                    after: d.after,
+                    collection: d.collection.clone(),
+                    id: d.id.clone(),
+                    before: if states { d.before } else { None },
+                    after: if states {
+                        d.after.into_owned()
+                    } else {
+                        DocState::new()
+                    },
                 })
                 .collect(),
             advanced: self.advanced,
             version: self.version,
             warnings: self.warnings,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use trellis_common::crdt::{Stamp, WriteContext};
+    use trellis_common::delta::{Delta, DocChange};
+    use trellis_common::ids::ActorId;
+
+    use super::*;
+
+    fn insert_batch() -> WriteBatch {
+        let actor = ActorId::from_u64(7);
+        let dot = Dot { actor, seq: 1 };
+        let ctx = WriteContext {
+            stamp: Stamp {
+                hlc: Hlc::new(1_000, 0),
+                actor,
+            },
+            dot,
+        };
+        let state = DocState::insert_delta(ctx, &json!({"a": 1, "b": {"c": "x"}})).unwrap();
+        WriteBatch::from(Delta {
+            since: VersionVector::new(),
+            until: [(actor, 1)].into_iter().collect(),
+            changes: vec![DocChange {
+                collection: CollectionName::new("c").unwrap(),
+                id: DocId::from_string("d").unwrap(),
+                state,
+            }],
+        })
+    }
+
+    #[test]
+    fn documents_known_absent_at_this_generation_are_not_read() {
+        let mut batch = insert_batch();
+        batch.assume_absent(5, vec![true]);
+        let plan = plan_apply(
+            &batch,
+            Some(5),
+            &VersionVector::new(),
+            Hlc::ZERO,
+            &[],
+            |_, _| panic!("a document known to be absent is read"),
+        )
+        .unwrap();
+        assert_eq!(plan.docs.len(), 1);
+        assert!(plan.docs[0].before.is_none());
+        assert_eq!(plan.docs[0].dots_added.len(), 1);
+    }
+
+    #[test]
+    fn absence_hints_of_another_generation_are_ignored() {
+        let mut batch = insert_batch();
+        batch.assume_absent(5, vec![true]);
+        let stored = batch.deltas()[0].changes[0].state.clone();
+        for generation in [Some(6), None] {
+            let mut reads = 0;
+            let plan = plan_apply(
+                &batch,
+                generation,
+                &VersionVector::new(),
+                Hlc::ZERO,
+                &[],
+                |_, _| {
+                    reads += 1;
+                    Ok(Some(stored.clone()))
+                },
+            )
+            .unwrap();
+            assert_eq!(reads, 1);
+            // The stored state already holds the write: nothing changes.
+            assert!(plan.docs.is_empty());
+        }
+    }
+
+    #[test]
+    fn states_are_omitted_only_when_asked() {
+        let batch = insert_batch();
+        let plan = |b| {
+            plan_apply(b, None, &VersionVector::new(), Hlc::ZERO, &[], |_, _| {
+                Ok(None)
+            })
+        };
+        let with = plan(&batch).unwrap().into_applied();
+        assert_eq!(with.docs[0].after, batch.deltas()[0].changes[0].state);
+        let without = batch.clone().without_states();
+        let applied = plan(&without).unwrap().into_applied();
+        assert!(applied.docs[0].after.is_empty() && applied.docs[0].before.is_none());
+        assert_eq!(applied.docs[0].id, with.docs[0].id);
+    }
+
+    fn dot(actor: u64, seq: u64) -> Dot {
+        Dot {
+            actor: ActorId::from_u64(actor),
+            seq,
+        }
+    }
+
+    #[test]
+    fn sorted_difference_matches_set_difference() {
+        let old = [dot(1, 1), dot(1, 3), dot(2, 1), dot(3, 5)];
+        let new = [dot(1, 2), dot(1, 3), dot(3, 5), dot(4, 1)];
+        let (added, removed) = sorted_difference(&old, &new);
+        assert_eq!(added, vec![dot(1, 2), dot(4, 1)]);
+        assert_eq!(removed, vec![dot(1, 1), dot(2, 1)]);
+        assert_eq!(sorted_difference(&[], &new), (new.to_vec(), Vec::new()));
+        assert_eq!(sorted_difference(&old, &[]), (Vec::new(), old.to_vec()));
     }
 }

@@ -55,8 +55,10 @@ pub struct RocksStore {
     db: DB,
     path: PathBuf,
     durability: Durability,
-    /// Serialises every write: `apply` reads, merges and commits under it.
-    writer: Mutex<()>,
+    /// Serialises every write: `apply` reads, merges and commits under it. It holds the
+    /// store's generation ([`Store::generation`]), raised by every commit that may change
+    /// a document, under the lock and before the commit.
+    writer: Mutex<u64>,
     /// Copies of stored values, changed only under `writer` after a commit.
     cached: RwLock<Cached>,
     /// Whether any eviction marker may exist (saves a delete per write when none does).
@@ -118,6 +120,13 @@ impl RocksStore {
             cf_opts.set_write_buffer_size(options.write_buffer_bytes);
             cf_opts.set_max_write_buffer_number(2);
             cf_opts.set_block_based_table_factory(&table);
+            if *name == cf::DOCS {
+                // A bloom filter over the memtable's keys too (2% of the memtable): each
+                // insert first looks its id up, and a new id then misses without a
+                // skip-list search.
+                cf_opts.set_memtable_whole_key_filtering(true);
+                cf_opts.set_memtable_prefix_bloom_ratio(0.02);
+            }
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
         let db = DB::open_cf_descriptors(&db_opts, &path, descriptors).map_err(backend(&path))?;
@@ -125,7 +134,7 @@ impl RocksStore {
             db,
             path,
             durability: options.durability,
-            writer: Mutex::new(()),
+            writer: Mutex::new(0),
             cached: RwLock::new(Cached {
                 version: VersionVector::new(),
                 max_hlc: Hlc::ZERO,
@@ -281,6 +290,7 @@ impl RocksStore {
     /// the store. For tests (corruption, format version) and repair tools only.
     #[doc(hidden)]
     pub fn raw_put(&self, column_family: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        *self.writer.lock() += 1;
         let mut batch = rocksdb::WriteBatch::default();
         batch.put_cf(self.cf(column_family), key, value);
         self.commit(batch, true)
@@ -365,13 +375,13 @@ impl Store for RocksStore {
     }
 
     fn apply(&self, batch: &WriteBatch) -> Result<Applied> {
-        let _writer = self.writer.lock();
+        let mut writer = self.writer.lock();
         let (version, max_hlc, defs) = {
             let cached = self.cached.read();
             let defs: Vec<IndexDef> = cached.indexes.values().cloned().collect();
             (cached.version.clone(), cached.max_hlc, defs)
         };
-        let plan = plan_apply(batch, &version, max_hlc, &defs, |c, id| {
+        let plan = plan_apply(batch, Some(*writer), &version, max_hlc, &defs, |c, id| {
             self.read_doc(c, id)
         })?;
         if plan.docs.is_empty() && !plan.version_changed && plan.max_hlc.is_none() {
@@ -386,7 +396,7 @@ impl Store for RocksStore {
         let clear_evicted = self.has_evicted.load(Ordering::Relaxed);
         let mut wb = rocksdb::WriteBatch::default();
         for doc in &plan.docs {
-            let (collection, id) = (&doc.collection, &doc.id);
+            let (collection, id) = (doc.collection, doc.id);
             for dot in &doc.dots_removed {
                 wb.delete_cf(changes, keys::change_key(*dot, collection, id));
             }
@@ -415,6 +425,7 @@ impl Store for RocksStore {
         if let Some(hlc) = plan.max_hlc {
             wb.put_cf(meta, keys::META_MAX_HLC, hlc.to_raw().to_be_bytes());
         }
+        *writer += 1;
         self.commit(wb, true)?;
         {
             let mut cached = self.cached.write();
@@ -424,6 +435,10 @@ impl Store for RocksStore {
             }
         }
         Ok(plan.into_applied())
+    }
+
+    fn generation(&self) -> Option<u64> {
+        Some(*self.writer.lock())
     }
 
     fn version(&self) -> VersionVector {
@@ -461,7 +476,7 @@ impl Store for RocksStore {
     }
 
     fn evict(&self, collection: &CollectionName, ids: &[DocId]) -> Result<Vec<(DocId, DocState)>> {
-        let _writer = self.writer.lock();
+        let mut writer = self.writer.lock();
         let defs: Vec<IndexDef> = self
             .cached
             .read()
@@ -491,6 +506,7 @@ impl Store for RocksStore {
         }
         if !removed.is_empty() {
             self.has_evicted.store(true, Ordering::Relaxed);
+            *writer += 1;
             self.commit(wb, true)?;
         }
         Ok(removed)
