@@ -14,7 +14,10 @@ fn the_demo_runs_its_script_and_exits_zero() {
         "demo failed: {}\n{stdout}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("pi-c never met tablet-a but has truck-7"), "{stdout}");
+    assert!(
+        stdout.contains("pi-c never met tablet-a but has truck-7"),
+        "{stdout}"
+    );
     assert!(stdout.contains("it stays deleted everywhere"), "{stdout}");
     assert!(
         stdout.lines().last() == Some("Demo finished: every step behaved as described."),
