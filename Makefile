@@ -19,7 +19,7 @@ FUZZ_TARGET_DIR ?= $(HOME)/.cache/trellis/fuzz-target
 RELEASE_TARGET_DIR ?= $(HOME)/.cache/trellis/target-release
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test demo bench bench-quick fmt lint fuzz ci
+.PHONY: help deps build test demo bench bench-quick fmt lint fuzz ci pi
 
 help: ## List the targets
 	@echo "Trellis: make <target>   (CARGO_TARGET_DIR=$(CARGO_TARGET_DIR))"
@@ -74,6 +74,9 @@ fuzz: ## Fuzz the decoders, FUZZ_SECONDS each (needs: cargo install cargo-fuzz)
 		(cd fuzz && CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) RUSTC_BOOTSTRAP=1 \
 			$(CARGO) fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS)); \
 	done
+
+pi: ## Cross-compile trellis-node for a 64-bit Raspberry Pi into dist/ and check it
+	bash deploy/cross-aarch64.sh
 
 ci: ## Run exactly what CI runs (.ci/run)
 	bash .ci/run
