@@ -541,3 +541,36 @@ async fn the_empty_attachment_is_served_with_length_zero() {
     assert!(reply.bytes.is_empty());
     let _: Value = token;
 }
+
+#[tokio::test]
+async fn the_live_feed_also_takes_the_token_in_the_query_string() {
+    let api = TestApi::with_token();
+    // Without WebSocket upgrade headers the request gets past authorisation and is then
+    // refused by the upgrade itself: anything but 401 means the token was accepted.
+    let accepted = api
+        .send(json_request(
+            Method::GET,
+            &format!("/v1/live?access_token={TOKEN}"),
+            None,
+            None,
+        ))
+        .await;
+    assert_ne!(accepted.status.as_u16(), 401, "{accepted:?}");
+    api.send(json_request(
+        Method::GET,
+        "/v1/live?access_token=0123456789abcdef-wrong-token",
+        None,
+        None,
+    ))
+    .await
+    .expect(401);
+    // Only the live feed: other routes still need the header.
+    api.send(json_request(
+        Method::GET,
+        &format!("/v1/status?access_token={TOKEN}"),
+        None,
+        None,
+    ))
+    .await
+    .expect(401);
+}

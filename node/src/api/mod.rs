@@ -47,7 +47,8 @@ pub const DEFAULT_MAX_ATTACHMENT_BYTES: usize = 256 << 20;
 /// The API settings.
 #[derive(Debug, Clone)]
 pub struct ApiOptions {
-    /// When set, every route but `/v1/health` requires `Authorization: Bearer <token>`.
+    /// When set, every route but `/v1/health` requires `Authorization: Bearer <token>`
+    /// (`/v1/live` also accepts `?access_token=<token>`, for browsers).
     pub token: Option<String>,
     /// Largest JSON request body accepted (413 above).
     pub max_body_bytes: usize,
@@ -162,17 +163,30 @@ async fn authorize(
     next: Next,
 ) -> Result<Response, ApiError> {
     if let Some(token) = &state.options().token {
-        let given = request
+        let header_token = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Browsers cannot set headers on a WebSocket: the live feed also takes the token
+        // as `?access_token=`, and only the live feed (query strings end up in logs).
+        let query_token = (request.uri().path() == "/v1/live")
+            .then(|| access_token(request.uri()))
+            .flatten();
+        let given = header_token.or(query_token.as_deref()).unwrap_or("");
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
             return Err(ApiError::Unauthorized);
         }
     }
     Ok(next.run(request).await)
+}
+
+/// The `access_token` parameter of the query string, percent-decoded.
+fn access_token(uri: &axum::http::Uri) -> Option<String> {
+    let axum::extract::Query(mut params) =
+        axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(uri)
+            .ok()?;
+    params.remove("access_token")
 }
 
 /// Compares without stopping at the first difference (the length is not secret).
