@@ -20,6 +20,7 @@
 
 pub mod frame;
 pub mod interest;
+pub mod lsn;
 pub mod session;
 pub mod sim;
 pub mod store;
@@ -35,6 +36,7 @@ pub use interest::{Interest, InterestTable, MAX_INTEREST_HOPS, Subscription, Sub
 pub use session::{
     CloseReason, Event, Input, LocalHello, Output, Session, SessionConfig, SessionStats,
 };
+pub use lsn::{DocLsns, DocLsnsError};
 pub use store::{ChangedDoc, MemoryStore, StoreFailure, SyncStore};
 
 /// A receipt sequence number: a store's local, strictly increasing count of the

@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 
 use super::{Incarnation, Lsn, QueryId};
-use crate::crdt::{Counter, Crdt, DocState, Entry, EntryKind, Path};
-use crate::ids::{ActorId, CollectionName, DocId};
+use super::lsn::DocLsns;
+use crate::crdt::{Crdt, DocState};
+use crate::ids::{CollectionName, DocId};
 
 /// A storage failure, reported by the session as the reason it closes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +90,15 @@ pub trait SyncStore {
         lsn: Lsn,
     ) -> Result<(), StoreFailure>;
 
+    /// Makes durable what this `handle` call wrote ([`SyncStore::apply`],
+    /// [`SyncStore::set_bookmark`]). The driver of a session calls it after each batch of
+    /// inputs, before sending the frames they produced. A store may defer writes until
+    /// then (to commit a whole frame of documents at once) but must answer reads with
+    /// them meanwhile. The default writes at once and has nothing to do.
+    fn flush(&mut self) -> Result<(), StoreFailure> {
+        Ok(())
+    }
+
     /// A chunk of an attachment, with the blob's number of chunks; `None` when the blob
     /// is not here. The default has no blobs.
     fn blob_chunk(
@@ -104,12 +114,7 @@ pub trait SyncStore {
 #[derive(Debug, Clone, Default)]
 struct StoredDoc {
     state: DocState,
-    /// The latest LSN of any entry.
-    lsn: Lsn,
-    /// Per entry, the LSN at which it last changed.
-    entry_lsn: BTreeMap<Path, Lsn>,
-    /// Per counter part, the LSN at which it last changed, when later than its entry's.
-    part_lsn: BTreeMap<(Path, ActorId), Lsn>,
+    lsns: DocLsns,
 }
 
 /// Documents in memory, with per-entry LSNs, an LSN index per collection and bookmarks.
@@ -150,113 +155,35 @@ impl MemoryStore {
     /// document changed.
     pub fn merge(&mut self, collection: &CollectionName, id: &DocId, fragment: &DocState) -> bool {
         let key = (collection.clone(), id.clone());
-        let doc = self.docs.entry(key).or_default();
-        let before: Vec<(Path, Option<Entry>)> = fragment
-            .entries()
-            .map(|(path, _)| (path.clone(), doc.state.get(path.segments()).cloned()))
-            .collect();
-        doc.state.merge(fragment);
-        let mut changed_entries = Vec::new();
-        let mut changed_parts = Vec::new();
-        for (path, old) in before {
-            let Some(new) = doc.state.get(path.segments()) else {
-                continue;
-            };
-            match (&old, &new.kind) {
-                (Some(old), EntryKind::Counter(new_counter))
-                    if old.stamp == new.stamp && old.seq == new.seq =>
-                {
-                    if let EntryKind::Counter(old_counter) = &old.kind {
-                        for actor in changed_part_actors(old_counter, new_counter) {
-                            changed_parts.push((path.clone(), actor));
-                        }
-                    } else if old != new {
-                        changed_entries.push(path);
-                    }
+        let lsn = self.lsn + 1;
+        let stored = match self.docs.get(&key) {
+            Some(doc) => {
+                let mut state = doc.state.clone();
+                state.merge(fragment);
+                let mut lsns = doc.lsns.clone();
+                if !lsns.record(&doc.state, &state, lsn) {
+                    return false;
                 }
-                (Some(old), _) if old == new => {}
-                _ => changed_entries.push(path),
+                self.by_lsn.remove(&(collection.clone(), doc.lsns.lsn()));
+                StoredDoc { state, lsns }
             }
-        }
-        if changed_entries.is_empty() && changed_parts.is_empty() {
-            if doc.state.is_empty() && doc.lsn == 0 {
-                self.docs.remove(&(collection.clone(), id.clone()));
+            None => {
+                let mut state = DocState::new();
+                state.merge(fragment);
+                if state.is_empty() {
+                    return false;
+                }
+                StoredDoc {
+                    state,
+                    lsns: DocLsns::new(lsn),
+                }
             }
-            return false;
-        }
-        self.lsn += 1;
-        let lsn = self.lsn;
-        for path in changed_entries {
-            doc.part_lsn
-                .retain(|(p, _), _| p.segments() != path.segments());
-            doc.entry_lsn.insert(path, lsn);
-        }
-        for key in changed_parts {
-            doc.part_lsn.insert(key, lsn);
-        }
-        // Entries superseded by a newer ancestor were dropped by the merge.
-        let state = &doc.state;
-        doc.entry_lsn
-            .retain(|p, _| state.get(p.segments()).is_some());
-        doc.part_lsn.retain(|(p, actor), _| {
-            matches!(state.get(p.segments()).map(|e| &e.kind),
-                Some(EntryKind::Counter(c)) if c.parts.contains_key(actor))
-        });
-        if doc.lsn > 0 {
-            self.by_lsn.remove(&(collection.clone(), doc.lsn));
-        }
-        doc.lsn = lsn;
+        };
+        self.docs.insert(key, stored);
+        self.lsn = lsn;
         self.by_lsn.insert((collection.clone(), lsn), id.clone());
         true
     }
-}
-
-fn changed_part_actors(old: &Counter, new: &Counter) -> Vec<ActorId> {
-    new.parts
-        .iter()
-        .filter(|(actor, part)| old.parts.get(actor) != Some(part))
-        .map(|(actor, _)| *actor)
-        .collect()
-}
-
-/// The entries of `doc` changed after `after`, and whether that is all of it.
-fn fragment_after(doc: &StoredDoc, after: Lsn) -> (DocState, bool) {
-    let mut whole = true;
-    let mut entries = Vec::new();
-    for (path, entry) in doc.state.entries() {
-        let entry_lsn = doc.entry_lsn.get(path).copied().unwrap_or(0);
-        if entry_lsn > after {
-            entries.push((path.clone(), entry.clone()));
-            continue;
-        }
-        whole = false;
-        if let EntryKind::Counter(counter) = &entry.kind {
-            let parts: BTreeMap<_, _> = counter
-                .parts
-                .iter()
-                .filter(|(actor, _)| {
-                    doc.part_lsn
-                        .get(&(path.clone(), **actor))
-                        .is_some_and(|lsn| *lsn > after)
-                })
-                .map(|(actor, part)| (*actor, *part))
-                .collect();
-            if !parts.is_empty() {
-                entries.push((
-                    path.clone(),
-                    Entry {
-                        stamp: entry.stamp,
-                        seq: entry.seq,
-                        kind: EntryKind::Counter(Counter {
-                            base: counter.base,
-                            parts,
-                        }),
-                    },
-                ));
-            }
-        }
-    }
-    (DocState::from_entries(entries), whole)
 }
 
 impl SyncStore for MemoryStore {
@@ -283,7 +210,7 @@ impl SyncStore for MemoryStore {
             .take(limit)
             .map(|((_, lsn), id)| {
                 let doc = &self.docs[&(collection.clone(), id.clone())];
-                let (fragment, whole) = fragment_after(doc, after);
+                let (fragment, whole) = doc.lsns.fragment_after(&doc.state, after);
                 ChangedDoc {
                     id: id.clone(),
                     lsn: *lsn,
@@ -352,7 +279,8 @@ impl SyncStore for MemoryStore {
 mod tests {
     use super::*;
     use crate::clock::Hlc;
-    use crate::crdt::{Dot, Mutation, Stamp, WriteContext};
+    use crate::crdt::{Dot, Mutation, Path, Stamp, WriteContext};
+    use crate::ids::ActorId;
     use serde_json::json;
 
     fn ctx(ms: u64, seq: u64) -> WriteContext {
