@@ -1,5 +1,5 @@
 //! The commands of the `trellis-node` binary other than `run` and `demo`: `query`,
-//! `status`, `keygen`, `export`, `import`. Each works against a running node's API (the
+//! `status`, `peers`, `keygen`, `export`, `import`. Each works against a running node's API (the
 //! default: the address in the configuration) or directly on a data directory
 //! (`--data-dir`, only while no node runs on it). This is the binary's edge: errors
 //! are `anyhow`, worded for the person at the terminal.
@@ -149,6 +149,17 @@ pub async fn status(target: &Target) -> anyhow::Result<Value> {
             "version_vector_size": engine.version().len(),
             "collections": ops::collections(engine)?.len(),
         })),
+    }
+}
+
+/// `trellis-node peers`: the running node's presence (`GET /v1/presence`).
+pub async fn peers(target: &Target) -> anyhow::Result<Value> {
+    match target {
+        Target::Api(client) => Ok(client.get("/v1/presence").await?),
+        Target::Local { data_dir, .. } => bail!(
+            "peers are known only to a running node; drop --data-dir {} and ask its API",
+            data_dir.display()
+        ),
     }
 }
 

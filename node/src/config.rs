@@ -12,7 +12,17 @@
 //!
 //! [store]
 //! durability = "sync"                # or "buffered"; TRELLIS_STORE__DURABILITY
+//!
+//! [mesh]
+//! enabled = true                     # TRELLIS_MESH__ENABLED
+//! listen = ["/ip4/0.0.0.0/tcp/4681", "/ip4/0.0.0.0/udp/4681/quic-v1"]
+//! peers = ["/ip4/10.0.0.2/tcp/4681"] # static peers, dialled and redialled
+//! mdns = true                        # discover peers on the LAN
+//! subscriptions = ["SELECT * FROM cars WHERE color = 'blue'"]
 //! ```
+//!
+//! Lists in the environment are TOML arrays:
+//! `TRELLIS_MESH__PEERS='["/ip4/10.0.0.2/tcp/4681"]'`.
 //!
 //! Environment variables name a key with `TRELLIS_`, then the path in upper case with
 //! `__` between levels. [`Config::validate`] checks what types cannot; its errors and
@@ -45,6 +55,73 @@ pub struct Config {
     pub api: ApiConfig,
     /// The document store.
     pub store: StoreConfig,
+    /// Peer-to-peer sync.
+    pub mesh: MeshSettings,
+}
+
+/// `[mesh]`: the libp2p links and what this node asks its peers for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MeshSettings {
+    /// Whether the node joins the mesh at all.
+    pub enabled: bool,
+    /// libp2p multiaddrs to listen on (TCP and QUIC).
+    pub listen: Vec<String>,
+    /// Peers to dial at start and keep redialling (multiaddrs, `/p2p/<id>` optional).
+    pub peers: Vec<String>,
+    /// Discover peers on the local network with mDNS.
+    pub mdns: bool,
+    /// What this node asks its peers for: `SELECT`s without parameters (documents of
+    /// a collection, optionally narrowed by `WHERE`). Subscriptions added through the
+    /// API are kept in the store and added to these.
+    pub subscriptions: Vec<String>,
+}
+
+/// The default mesh port (TCP and QUIC).
+pub const DEFAULT_MESH_PORT: u16 = 4681;
+
+impl Default for MeshSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: vec![
+                format!("/ip4/0.0.0.0/tcp/{DEFAULT_MESH_PORT}"),
+                format!("/ip4/0.0.0.0/udp/{DEFAULT_MESH_PORT}/quic-v1"),
+            ],
+            peers: Vec::new(),
+            mdns: true,
+            subscriptions: Vec::new(),
+        }
+    }
+}
+
+impl MeshSettings {
+    /// The listen addresses, parsed. Call after [`Config::validate`].
+    pub fn listen_addrs(&self) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
+        parse_multiaddrs("mesh.listen", &self.listen)
+    }
+
+    /// The static peers, parsed. Call after [`Config::validate`].
+    pub fn peer_addrs(&self) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
+        parse_multiaddrs("mesh.peers", &self.peers)
+    }
+}
+
+fn parse_multiaddrs(
+    key: &'static str,
+    addrs: &[String],
+) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
+    addrs
+        .iter()
+        .map(|text| {
+            text.parse().map_err(|e| ConfigError::Invalid {
+                key,
+                problem: format!(
+                    "'{text}' is not a libp2p multiaddr ({e}); write e.g. /ip4/10.0.0.2/tcp/{DEFAULT_MESH_PORT}"
+                ),
+            })
+        })
+        .collect()
 }
 
 /// `[api]`.
@@ -107,6 +184,7 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             api: ApiConfig::default(),
             store: StoreConfig::default(),
+            mesh: MeshSettings::default(),
         }
     }
 }
@@ -149,7 +227,7 @@ pub enum ConfigError {
 
 /// The top-level keys, to pick the environment variables meant for the config out of
 /// every `TRELLIS_...` one.
-const SECTIONS: [&str; 3] = ["data_dir", "api", "store"];
+const SECTIONS: [&str; 4] = ["data_dir", "api", "store", "mesh"];
 
 impl Config {
     /// The layers: defaults, then the file (when given), then the environment.
@@ -229,6 +307,23 @@ impl Config {
                 key: "api.max_attachment_bytes",
                 problem: "must be greater than 0".to_owned(),
             });
+        }
+        self.mesh.listen_addrs()?;
+        self.mesh.peer_addrs()?;
+        if self.mesh.enabled && self.mesh.listen.is_empty() && self.mesh.peers.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "mesh.listen",
+                problem: "the mesh is enabled but neither listens nor has peers to dial"
+                    .to_owned(),
+            });
+        }
+        for query in &self.mesh.subscriptions {
+            trellis_common::sync::Subscription::parse(query).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "mesh.subscriptions",
+                    problem: e.to_string(),
+                }
+            })?;
         }
         Ok(())
     }

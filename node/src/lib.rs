@@ -11,3 +11,4 @@ pub mod identity;
 pub mod net;
 pub mod node;
 pub mod store;
+pub mod sync;

@@ -47,6 +47,9 @@ enum Command {
     Query(QueryArgs),
     /// Print what the node is and holds (actor, data directory, collections).
     Status(TargetOpts),
+    /// Print the running node's mesh: its peer id, listen addresses, and each direct
+    /// peer with its links (kind, address, round-trip time, bytes).
+    Peers(TargetOpts),
     /// Make this node's identity key (Ed25519) if there is none, and print its actor id
     /// and public key. `run` does this on first start too.
     Keygen(KeygenArgs),
@@ -181,6 +184,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Command::Status(opts) => {
                 let target = Target::resolve(&opts.into())?;
                 print_json(&cli::status(&target).await?)?;
+            }
+            Command::Peers(opts) => {
+                let target = Target::resolve(&opts.into())?;
+                print_json(&cli::peers(&target).await?)?;
             }
             Command::Keygen(KeygenArgs { data_dir, config }) => {
                 let data_dir = match data_dir {

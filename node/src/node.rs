@@ -1,12 +1,13 @@
 //! [`Node`]: a running trellis-node: the store, the identity, the engine and the
-//! tasks that serve them (today the local API; the mesh links join later), as a
-//! handle that is cheap to clone.
+//! tasks that serve them (the local API and the mesh), as a handle that is cheap to
+//! clone.
 //!
 //! [`Node::spawn`] opens everything and starts one task per concern in a `JoinSet`,
 //! each watching the node's `CancellationToken`. [`Node::shutdown`] stops them in
 //! order: the API stops accepting connections and tells the live sockets to close
-//! (both watch the token), in-flight requests finish, the tasks are drained, and the
-//! store closes when the last handle to the engine goes.
+//! (both watch the token), the mesh says goodbye to its peers and stops, in-flight
+//! requests finish, the tasks are drained, and the store closes when the last handle to
+//! the engine goes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::identity::{Identity, IdentityError};
 use crate::store::{RocksOptions, RocksStore, Store, StoreError};
+use crate::sync::{self, SyncError, SyncHandle};
 
 /// The store's directory inside the data directory.
 pub const STORE_DIR: &str = "store";
@@ -57,6 +59,9 @@ pub enum NodeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The mesh could not start.
+    #[error("mesh: {0}")]
+    Mesh(#[from] SyncError),
     /// A task of the node failed.
     #[error("{0}")]
     Task(String),
@@ -90,6 +95,7 @@ struct Inner {
     engine: Arc<Engine>,
     identity: Identity,
     api_addr: SocketAddr,
+    sync: Option<SyncHandle>,
     cancel: CancellationToken,
     tasks: Mutex<Option<JoinSet<Result<(), NodeError>>>>,
 }
@@ -112,6 +118,13 @@ impl Node {
             .local_addr()
             .map_err(|source| NodeError::Bind { addr, source })?;
 
+        let sync = if config.mesh.enabled {
+            let net = sync::net_config(&config.mesh)?;
+            Some(sync::start(Arc::clone(&engine), &identity, &config.mesh, net).await?)
+        } else {
+            None
+        };
+
         let cancel = CancellationToken::new();
         let state = ApiState::new(
             Arc::clone(&engine),
@@ -122,7 +135,8 @@ impl Node {
                 data_dir: Some(config.data_dir.clone()),
             },
             cancel.clone(),
-        );
+        )
+        .with_sync(sync.clone());
         let mut tasks = JoinSet::new();
         let api_cancel = cancel.clone();
         tasks.spawn(async move {
@@ -154,6 +168,7 @@ impl Node {
                 engine,
                 identity,
                 api_addr,
+                sync,
                 cancel,
                 tasks: Mutex::new(Some(tasks)),
             }),
@@ -175,6 +190,11 @@ impl Node {
         &self.inner.identity
     }
 
+    /// The mesh, when enabled.
+    pub fn sync(&self) -> Option<&SyncHandle> {
+        self.inner.sync.as_ref()
+    }
+
     /// The configuration it runs with.
     pub fn config(&self) -> &Config {
         &self.inner.config
@@ -192,6 +212,9 @@ impl Node {
         let Some(mut tasks) = self.inner.tasks.lock().take() else {
             return Ok(());
         };
+        if let Some(sync) = &self.inner.sync {
+            sync.shutdown().await;
+        }
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
             let result = joined.map_err(|e| NodeError::Task(format!("a node task panicked: {e}")));

@@ -13,7 +13,7 @@
 //! changes that touch the peer's interest as they happen. `docs/sync.md` explains why
 //! this is correct under loss, duplication and reordering of frames.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::frame::{
     self, BatchId, BlobChunk, BlobWant, Changes, Check, DocItem, DocReply, Docs, DocsItem, Frame,
@@ -181,9 +181,17 @@ pub struct SessionStats {
     pub frames_out: u64,
     /// The last measured round-trip time.
     pub rtt_ms: Option<u64>,
+    /// Requests sent that wait for an answer (`Pull` and `Want` frames).
+    pub requests: u64,
+    /// Inputs after which at least one request left: the number of request waves, i.e.
+    /// of round trips spent waiting for data (the handshake not counted).
+    pub request_waves: u64,
 }
 
 type DocKey = (CollectionName, DocId);
+
+/// Echo entries kept per session at most (see `Session::echo`).
+const ECHO_LIMIT: usize = 200_000;
 
 /// How much of out-of-order pushes a session keeps (estimated) before dropping them.
 const PARKED_LIMIT_BYTES: usize = 8 * 1024 * 1024;
@@ -244,6 +252,11 @@ pub struct Session {
     stats: SessionStats,
     last_heartbeat: u64,
     changed: Vec<DocKey>,
+    /// Documents whose stored state we know the peer holds too (we just merged it from
+    /// the peer and ended up with its state), by digest: sending them back would be an
+    /// echo. A later change gives the document another digest, so a stale entry never
+    /// hides a change; the map is cleared when it reaches [`ECHO_LIMIT`].
+    echo: HashMap<DocKey, Digest>,
 
     // Receiver: what we want from the peer.
     interest: Vec<Interest>,
@@ -289,6 +302,7 @@ impl Session {
             stats: SessionStats::default(),
             last_heartbeat: 0,
             changed: Vec::new(),
+            echo: HashMap::new(),
             interest: Vec::new(),
             interest_version: 1,
             subscribe_acked: false,
@@ -387,6 +401,7 @@ impl Session {
             return out;
         }
         self.now = now_ms;
+        let requests_before = self.stats.requests;
         let result = match input {
             Input::Connected => self.on_connected(store, &mut out),
             Input::Frame(bytes) => self.on_frame(store, &mut out, &bytes),
@@ -418,6 +433,9 @@ impl Session {
                 }
             })
             .and_then(|()| self.flush_wants(&mut out));
+        if self.stats.requests > requests_before {
+            self.stats.request_waves += 1;
+        }
         if !self.changed.is_empty() {
             let mut docs = std::mem::take(&mut self.changed);
             docs.sort();
@@ -445,6 +463,9 @@ impl Session {
     }
 
     fn send(&mut self, out: &mut Vec<Output>, message: Message) -> Result {
+        if matches!(message, Message::Pull(_) | Message::Want(_)) {
+            self.stats.requests += 1;
+        }
         let bytes = frame::encode(&Frame::V1(message), self.send_limit())
             .map_err(|e| CloseReason::Unsendable(e.to_string()))?;
         self.stats.bytes_out += bytes.len() as u64;
@@ -847,7 +868,7 @@ impl Session {
         let current = store.current_lsn();
         let upto = current.max(pull.base);
         let base = pull.base.min(current);
-        let items = self.collect_items(store, &collection, &subs, base, base == 0)?;
+        let (items, _) = self.collect_items(store, &collection, &subs, base, base == 0)?;
         let ids: Vec<QueryId> = subs.iter().map(|s| s.id).collect();
         self.send_batch(
             out,
@@ -879,8 +900,9 @@ impl Session {
         subs: &[Subscription],
         base: Lsn,
         only_matching: bool,
-    ) -> Result<Vec<DocItem>> {
+    ) -> Result<(Vec<DocItem>, usize)> {
         let mut items = Vec::new();
+        let mut echoes = 0;
         let mut cursor = base;
         let page = self.config.page_docs.max(1);
         loop {
@@ -888,6 +910,13 @@ impl Session {
             let full = changed.len() == page;
             for doc in changed {
                 cursor = doc.lsn;
+                if let Some(digest) = self.echo.get(&(collection.clone(), doc.id.clone()))
+                    && *digest == Digest::of(&doc.state)
+                {
+                    // The peer sent us this very state: nothing to send back.
+                    echoes += 1;
+                    continue;
+                }
                 let json = doc.state.to_json(&doc.id);
                 let matches = json
                     .as_ref()
@@ -913,7 +942,7 @@ impl Session {
                 break;
             }
         }
-        Ok(items)
+        Ok((items, echoes))
     }
 
     /// Pushes to the peer what changed since each served query's cursor.
@@ -931,12 +960,14 @@ impl Session {
         }
         for ((collection, cursor), queries) in groups {
             let subs: Vec<Subscription> = queries.iter().map(|q| self.served[q].clone()).collect();
-            let items = self.collect_items(store, &collection, &subs, cursor, false)?;
-            if items.is_empty() {
+            let (items, echoes) = self.collect_items(store, &collection, &subs, cursor, false)?;
+            if items.is_empty() && echoes == 0 {
                 // Nothing of this collection changed: the cursor stays, and the next push
                 // covers the wider range.
                 continue;
             }
+            // A batch of echoes only is sent empty: it moves the peer's bookmark past
+            // them (and our cursor), so they are not scanned again.
             let id = self.next_push;
             self.next_push += 1;
             self.send_batch(
@@ -1253,11 +1284,16 @@ impl Session {
                 // A part of a document we have never seen: we need all of it.
                 self.want(Some(batch), collection, &item.id, None);
             }
-            (_, Check::Whole) => self.apply(store, collection, &item.id, &state)?,
+            (_, Check::Whole) => {
+                self.apply(store, collection, &item.id, &state)?;
+                self.note_if_echo(store, collection, &item.id, Digest::of(&state))?;
+            }
             (Some(_), Check::Digest(digest)) => {
                 self.apply(store, collection, &item.id, &state)?;
                 let ours = store.doc(collection, &item.id)?.map(|s| Digest::of(&s));
-                if ours != Some(digest) {
+                if ours == Some(digest) {
+                    self.note_echo(collection, &item.id, digest);
+                } else {
                     self.want(Some(batch), collection, &item.id, ours);
                 }
             }
@@ -1301,6 +1337,29 @@ impl Session {
     ) -> Result {
         if store.apply(collection, id, state)? {
             self.changed.push((collection.clone(), id.clone()));
+        }
+        Ok(())
+    }
+
+    /// Remembers that the peer holds exactly our state of a document.
+    fn note_echo(&mut self, collection: &CollectionName, id: &DocId, digest: Digest) {
+        if self.echo.len() >= ECHO_LIMIT {
+            self.echo.clear();
+        }
+        self.echo.insert((collection.clone(), id.clone()), digest);
+    }
+
+    /// After merging the peer's whole document (digest `theirs`): if our state is now
+    /// the same, the peer needs nothing of it back.
+    fn note_if_echo(
+        &mut self,
+        store: &dyn SyncStore,
+        collection: &CollectionName,
+        id: &DocId,
+        theirs: Digest,
+    ) -> Result {
+        if store.doc(collection, id)?.is_some_and(|s| Digest::of(&s) == theirs) {
+            self.note_echo(collection, id, theirs);
         }
         Ok(())
     }
@@ -1383,6 +1442,7 @@ impl Session {
                         state
                     };
                     self.apply(store, &item.collection, &item.id, &state)?;
+                    self.note_if_echo(store, &item.collection, &item.id, Digest::of(&state))?;
                 }
                 DocReply::Same | DocReply::Missing => {}
             }

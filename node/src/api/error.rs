@@ -51,6 +51,9 @@ pub enum ApiError {
     /// A document the engine cannot write (wrong type, bad `_id`): 422.
     #[error("{0}")]
     InvalidDocument(String),
+    /// Something this node does not run (the mesh when disabled): 503.
+    #[error("{0}")]
+    Unavailable(String),
     /// The node failed: 500. The message is logged when the response is made.
     #[error("{0}")]
     Internal(String),
@@ -84,6 +87,7 @@ impl ApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::InvalidDocument(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,6 +104,7 @@ impl ApiError {
             Self::TooLarge(_) => "too_large",
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Self::InvalidDocument(_) => "invalid_document",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }

@@ -81,6 +81,7 @@ struct Inner {
     options: ApiOptions,
     blocking: Semaphore,
     shutdown: CancellationToken,
+    sync: Option<crate::sync::SyncHandle>,
 }
 
 impl ApiState {
@@ -93,8 +94,23 @@ impl ApiState {
                 options,
                 blocking: Semaphore::new(MAX_BLOCKING),
                 shutdown,
+                sync: None,
             }),
         }
+    }
+
+    /// The same state with the node's mesh (subscriptions, presence). Call before
+    /// cloning the state.
+    pub fn with_sync(mut self, sync: Option<crate::sync::SyncHandle>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_sync is called on a fresh state")
+            .sync = sync;
+        self
+    }
+
+    /// The node's mesh, when it runs one.
+    pub fn sync(&self) -> Option<&crate::sync::SyncHandle> {
+        self.inner.sync.as_ref()
     }
 
     /// The engine.
@@ -139,6 +155,7 @@ pub fn app(state: ApiState) -> Router {
         .merge(routes::query::router())
         .merge(routes::docs::router())
         .merge(routes::info::router())
+        .merge(routes::mesh::router())
         .merge(routes::attachments::router().layer(DefaultBodyLimit::max(max_attachment)))
         .route("/v1/live", axum::routing::get(live::handler))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));

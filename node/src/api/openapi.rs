@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::routes::{attachments, docs, info, query};
+use super::routes::{attachments, docs, info, mesh, query};
 
 /// The shape of every error response.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -47,6 +47,10 @@ pub struct ErrorDetail {
         info::status,
         info::metrics_page,
         info::openapi_json,
+        mesh::list_subscriptions,
+        mesh::add_subscription,
+        mesh::remove_subscription,
+        mesh::presence,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),

@@ -36,8 +36,10 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use trellis_common::clock::{Clock, DEFAULT_MAX_FORWARD_DRIFT_MS, Hlc, Observation};
 use trellis_common::crdt::{DocState, VersionVector};
-use trellis_common::delta::Delta;
+use tokio::sync::watch;
+use trellis_common::delta::{Delta, DocChange};
 use trellis_common::ids::{ActorId, CollectionName, DocId};
+use trellis_common::sync::{Incarnation, Lsn, QueryId};
 use trellis_common::query::{
     CreateIndex, DropIndex, Params, Removal, Select, Statement, parse, parse_script,
 };
@@ -95,6 +97,8 @@ pub struct Engine {
     actor: ActorId,
     options: EngineOptions,
     writer: Mutex<Writer>,
+    /// The store's LSN after the latest commit (the mesh pushes changes when it moves).
+    lsn: watch::Sender<Lsn>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -128,9 +132,11 @@ impl Engine {
         let ceiling = Hlc::new(wall_ms().saturating_add(options.max_forward_drift_ms), 0);
         let resume = store.max_hlc().min(ceiling);
         let clock = Clock::resume(resume, options.max_forward_drift_ms);
+        let (lsn, _) = watch::channel(store.lsn());
         Ok(Self {
             store,
             actor,
+            lsn,
             options,
             writer: Mutex::new(Writer {
                 clock,
@@ -306,8 +312,23 @@ impl Engine {
         }
         let applied = self.store.apply(&batch)?;
         attach_warnings(&applied, statements, &mut results);
-        Self::publish(writer, &applied.docs);
+        self.committed(writer, &applied);
         Ok(results)
+    }
+
+    /// Tells observers and the LSN watchers about a commit.
+    fn committed(&self, writer: &mut Writer, applied: &Applied) {
+        Self::publish(writer, &applied.docs);
+        self.lsn.send_if_modified(|lsn| {
+            let moved = applied.lsn > *lsn;
+            *lsn = applied.lsn.max(*lsn);
+            moved
+        });
+    }
+
+    /// The store's LSN after each commit, for whoever pushes changes to peers.
+    pub fn watch_lsn(&self) -> watch::Receiver<Lsn> {
+        self.lsn.subscribe()
     }
 
     /// Tells observers about a commit.
@@ -338,8 +359,57 @@ impl Engine {
             batch = batch.without_states();
         }
         let applied = self.store.apply(&batch)?;
+        let quarantined = Self::observe_stamps(&mut writer, &delta.changes, wall);
+        self.committed(&mut writer, &applied);
+        Ok(RemoteApplied {
+            changed: applied
+                .docs
+                .iter()
+                .map(|d| (d.collection.clone(), d.id.clone()))
+                .collect(),
+            advanced: applied.all_advanced(),
+            quarantined,
+        })
+    }
+
+    /// Merges document fragments received by sync, and records the sync bookmarks they
+    /// complete, in one commit (see `docs/sync.md`); otherwise as [`Engine::apply_remote`].
+    /// Returns the documents whose stored state changed.
+    pub fn apply_sync(
+        &self,
+        changes: Vec<DocChange>,
+        bookmarks: &[(Incarnation, QueryId, Lsn)],
+    ) -> Result<Vec<(CollectionName, DocId)>, EngineError> {
+        let wall = wall_ms();
+        let mut writer = self.writer.lock();
+        // Fragments travel without version vectors: the store's vector (this actor's
+        // own writes, and what old-style deltas claimed) is left as it is.
+        let mut batch = WriteBatch::from(Delta {
+            since: VersionVector::new(),
+            until: VersionVector::new(),
+            changes,
+        });
+        for (peer, query, lsn) in bookmarks {
+            batch.set_bookmark(*peer, *query, *lsn);
+        }
+        if writer.observers.len() == 0 {
+            batch = batch.without_states();
+        }
+        let applied = self.store.apply(&batch)?;
+        Self::observe_stamps(&mut writer, &batch.deltas()[0].changes, wall);
+        self.committed(&mut writer, &applied);
+        Ok(applied
+            .docs
+            .iter()
+            .map(|d| (d.collection.clone(), d.id.clone()))
+            .collect())
+    }
+
+    /// Lets the clock observe the newest stamp of each received document; returns how
+    /// many were quarantined (too far ahead).
+    fn observe_stamps(writer: &mut Writer, changes: &[DocChange], wall: u64) -> usize {
         let mut quarantined = 0;
-        for change in &delta.changes {
+        for change in changes {
             let newest = change.state.max_hlc();
             if newest == Hlc::ZERO {
                 continue;
@@ -354,16 +424,7 @@ impl Engine {
                 );
             }
         }
-        Self::publish(&mut writer, &applied.docs);
-        Ok(RemoteApplied {
-            changed: applied
-                .docs
-                .iter()
-                .map(|d| (d.collection.clone(), d.id.clone()))
-                .collect(),
-            advanced: applied.all_advanced(),
-            quarantined,
-        })
+        quarantined
     }
 
     /// Registers a live query: a SELECT (with `:name` parameters bound from `params`)

@@ -348,6 +348,12 @@ impl Driver {
             for input in inputs {
                 outputs.extend(session.handle(&mut *store, now, input));
             }
+            // What the inputs wrote is committed before any frame they produced leaves.
+            if let Err(failure) = store.flush() {
+                outputs.push(Output::Close {
+                    reason: trellis_common::sync::CloseReason::Store(failure),
+                });
+            }
             let lsn = store.current_lsn();
             (session, outputs, lsn)
         })

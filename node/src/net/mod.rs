@@ -16,6 +16,7 @@ pub mod driver;
 pub mod link;
 pub mod peers;
 pub mod protocol;
+pub mod store;
 pub mod swarm;
 
 use libp2p::identity::Keypair;
@@ -28,6 +29,7 @@ use trellis_common::sync::{LocalHello, Lsn};
 pub use driver::{MeshEvent, SharedStore};
 pub use link::{Link, LinkKind};
 pub use peers::{PeerSummary, Peers, PeersConfig, PeersError};
+pub use store::EngineSyncStore;
 pub use swarm::{Client, NetConfig, NetError};
 
 /// Settings of the mesh.

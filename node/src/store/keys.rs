@@ -5,13 +5,15 @@
 //!
 //! | column family | key | value |
 //! |---|---|---|
-//! | `docs` | `collection 0x00 id` | `codec::encode_doc` of the [`DocState`](trellis_common::crdt::DocState) |
+//! | `docs` | `collection 0x00 id` | [`encode_doc_value`]: `len(varint) lsns` (the document's [`DocLsns`]), then `codec::encode_doc` of the [`DocState`] |
 //! | `changes` | `actor(8) seq(8, BE) collection 0x00 id` | empty |
+//! | `lsns` | `collection 0x00 lsn(8, BE)` | the id (canonical JSON) of the document whose latest change has that LSN |
+//! | `peers` | `'b' incarnation(16) query(16)` | a sync bookmark: the peer store's LSN (`u64`, big-endian) |
 //! | `indexes` | `index-name 0x00 value-encoding id` | empty |
 //! | `index_defs` | `index-name` | the definition as versioned JSON |
 //! | `evicted` | `collection 0x00 id` | empty |
 //! | `attachments` | `'m' hash(32)` / `'c' hash(32) chunk(4, BE)` / `'s' upload(8) chunk(4, BE)` | blob record / chunk bytes / staged chunk |
-//! | `meta` | `store/...` (the store's own) or `node/<key>` ([`meta_key`]) | bytes |
+//! | `meta` | `store/...` (the store's own: format version, version vector, greatest timestamp, LSN, incarnation) or `node/<key>` ([`meta_key`]) | bytes |
 //!
 //! Collection and index names never contain `0x00` (they are `[A-Za-z0-9_-]`), so the
 //! separator keeps one collection's keys contiguous and collections in name order; ids
@@ -19,8 +21,10 @@
 //! bytes, which is [`DocId`]'s own order.
 
 use serde_json::{Number, Value};
-use trellis_common::crdt::{Dot, VersionVector};
+use trellis_common::codec::decode_doc;
+use trellis_common::crdt::{DocState, Dot, VersionVector};
 use trellis_common::ids::{ActorId, CollectionName, DocId};
+use trellis_common::sync::{DocLsns, Incarnation, Lsn, QueryId};
 
 /// The separator after a collection or index name.
 const SEP: u8 = 0x00;
@@ -31,6 +35,10 @@ pub const META_FORMAT_VERSION: &[u8] = b"store/format_version";
 pub const META_VERSION_VECTOR: &[u8] = b"store/version_vector";
 /// `meta` key of the greatest hybrid timestamp applied (`u64`, big-endian).
 pub const META_MAX_HLC: &[u8] = b"store/max_hlc";
+/// `meta` key of the store's latest LSN (`u64`, big-endian).
+pub const META_LSN: &[u8] = b"store/lsn";
+/// `meta` key of the store's incarnation (16 bytes).
+pub const META_INCARNATION: &[u8] = b"store/incarnation";
 /// Prefix of the node's own metadata keys ([`meta_key`]).
 const META_NODE_PREFIX: &[u8] = b"node/";
 
@@ -124,6 +132,87 @@ pub fn parse_change_key(key: &[u8]) -> Result<(Dot, CollectionName, DocId), KeyE
     let seq = u64::from_be_bytes(key[8..16].try_into().expect("8 bytes"));
     let (collection, id) = parse_doc_key(&key[16..])?;
     Ok((Dot { actor, seq }, collection, id))
+}
+
+// ---------------------------------------------------------------------------------------
+// LSN index: `collection 0x00 lsn(8, BE)` → id.
+
+/// The LSN-index key of the document of `collection` whose latest change is `lsn`.
+pub fn lsn_key(collection: &CollectionName, lsn: Lsn) -> Vec<u8> {
+    let mut key = collection_prefix(collection);
+    key.extend_from_slice(&lsn.to_be_bytes());
+    key
+}
+
+/// Reads the LSN back from an LSN-index key of `collection`.
+pub fn parse_lsn_key(collection: &CollectionName, key: &[u8]) -> Result<Lsn, KeyError> {
+    let prefix = collection_prefix(collection);
+    match key.strip_prefix(prefix.as_slice()) {
+        Some(lsn) => decode_u64(lsn).map_err(|_| bad("LSN-index key without an 8-byte LSN")),
+        None => Err(bad("LSN-index key of another collection")),
+    }
+}
+
+/// Reads a document id stored as an LSN-index value.
+pub fn parse_lsn_value(value: &[u8]) -> Result<DocId, KeyError> {
+    parse_id(value)
+}
+
+// ---------------------------------------------------------------------------------------
+// Sync state: `'b' incarnation(16) query(16)` → bookmark.
+
+const BOOKMARK: u8 = b'b';
+
+/// The `peers` key of the bookmark for a peer's store incarnation and a query.
+pub fn bookmark_key(peer: &Incarnation, query: &QueryId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(33);
+    key.push(BOOKMARK);
+    key.extend_from_slice(&peer.0);
+    key.extend_from_slice(&query.0);
+    key
+}
+
+// ---------------------------------------------------------------------------------------
+// Document values: `len(varint) lsns encode_doc`.
+
+/// A document as stored: its change numbers (length-prefixed) and its encoded state.
+pub fn encode_doc_value(lsns: &DocLsns, state: &DocState, encoded_doc: &[u8]) -> Vec<u8> {
+    let mut meta = Vec::new();
+    lsns.encode(state, &mut meta);
+    let mut out = Vec::with_capacity(meta.len() + 2 + encoded_doc.len());
+    let len = u32::try_from(meta.len()).expect("change numbers of one document fit in 4 GiB");
+    out = postcard::to_extend(&len, out).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(encoded_doc);
+    out
+}
+
+/// Splits a stored document into its change-number bytes and its encoded state.
+fn split_doc_value(value: &[u8]) -> Result<(&[u8], &[u8]), KeyError> {
+    let (len, rest) = postcard::take_from_bytes::<u32>(value)
+        .map_err(|_| bad("document value without its change numbers"))?;
+    let len = len as usize;
+    if rest.len() < len {
+        return Err(bad("document value shorter than its change numbers"));
+    }
+    Ok(rest.split_at(len))
+}
+
+/// Reads the state of a stored document (not its change numbers).
+pub fn decode_doc_value(value: &[u8]) -> Result<DocState, KeyError> {
+    let (_, doc) = split_doc_value(value)?;
+    decode_doc(doc).map_err(|e| bad(e.to_string()))
+}
+
+/// Reads a stored document and its change numbers.
+pub fn decode_doc_value_with_lsns(value: &[u8]) -> Result<(DocState, DocLsns), KeyError> {
+    let (meta, doc) = split_doc_value(value)?;
+    let state = decode_doc(doc).map_err(|e| bad(e.to_string()))?;
+    let (lsns, used) = DocLsns::decode(meta, &state).map_err(|e| bad(e.to_string()))?;
+    if used != meta.len() {
+        return Err(bad("trailing bytes after a document's change numbers"));
+    }
+    Ok((state, lsns))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -464,6 +553,43 @@ mod tests {
 
     fn coll(name: &str) -> CollectionName {
         CollectionName::new(name).unwrap()
+    }
+
+    #[test]
+    fn lsn_keys_sort_by_collection_then_lsn() {
+        let keys = [
+            lsn_key(&coll("a"), 2),
+            lsn_key(&coll("a"), 256),
+            lsn_key(&coll("a"), u64::MAX),
+            lsn_key(&coll("ab"), 1),
+            lsn_key(&coll("b"), 0),
+        ];
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(parse_lsn_key(&coll("a"), &keys[1]), Ok(256));
+        assert!(parse_lsn_key(&coll("b"), &keys[1]).is_err());
+        assert!(parse_lsn_key(&coll("a"), b"a\0short").is_err());
+    }
+
+    #[test]
+    fn document_values_carry_their_change_numbers() {
+        use trellis_common::clock::Hlc;
+        use trellis_common::codec::encode_doc;
+        use trellis_common::crdt::{Stamp, WriteContext};
+        let actor = ActorId::from_u64(3);
+        let ctx = WriteContext {
+            stamp: Stamp {
+                hlc: Hlc::new(5, 0),
+                actor,
+            },
+            dot: Dot { actor, seq: 1 },
+        };
+        let state = DocState::insert_delta(ctx, &json!({"a": 1})).unwrap();
+        let lsns = DocLsns::new(42);
+        let value = encode_doc_value(&lsns, &state, &encode_doc(&state));
+        assert_eq!(decode_doc_value(&value), Ok(state.clone()));
+        assert_eq!(decode_doc_value_with_lsns(&value), Ok((state, lsns)));
+        assert!(decode_doc_value(&value[..3]).is_err());
+        assert!(decode_doc_value(&[0xff]).is_err());
     }
 
     fn id(value: Value) -> DocId {

@@ -11,22 +11,39 @@ use serde_json::Value;
 use trellis_common::clock::Hlc;
 use trellis_common::crdt::{DocState, VersionVector};
 use trellis_common::ids::{ActorId, CollectionName, DocId};
+use trellis_common::sync::{ChangedDoc, DocLsns, Incarnation, Lsn, QueryId};
 
 use super::blobs::{BlobHash, BlobRecord, ChunkBackend, impl_blob_store};
-use super::plan::plan_apply;
+use super::plan::{Before, plan_apply};
 use super::{Applied, EncodedBounds, IndexDef, Result, Store, StoreError, WriteBatch};
 
 type DocKey = (CollectionName, DocId);
 
 /// A store in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    incarnation: Incarnation,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            incarnation: Incarnation::random(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     docs: BTreeMap<CollectionName, BTreeMap<DocId, DocState>>,
+    /// Change numbers per document.
+    lsns: BTreeMap<DocKey, DocLsns>,
+    /// The LSN index.
+    by_lsn: BTreeMap<(CollectionName, Lsn), DocId>,
+    lsn: Lsn,
+    bookmarks: BTreeMap<(Incarnation, QueryId), Lsn>,
     /// actor → seq → documents holding that write.
     changes: BTreeMap<ActorId, BTreeMap<u64, BTreeSet<DocKey>>>,
     index_defs: BTreeMap<String, IndexDef>,
@@ -131,20 +148,36 @@ impl Store for MemoryStore {
         let mut inner = self.inner.lock();
         let defs: Vec<IndexDef> = inner.index_defs.values().cloned().collect();
         let plan = {
-            let docs = &inner.docs;
-            let generation = Some(inner.generation);
-            plan_apply(
-                batch,
-                generation,
-                &inner.version,
-                inner.max_hlc,
-                &defs,
-                |c, id| Ok(docs.get(c).and_then(|d| d.get(id)).cloned()),
-            )?
+            let (docs, lsns) = (&inner.docs, &inner.lsns);
+            let before = Before {
+                generation: Some(inner.generation),
+                version: &inner.version,
+                max_hlc: inner.max_hlc,
+                lsn: inner.lsn,
+                indexes: &defs,
+            };
+            plan_apply(batch, before, |c, id| {
+                let Some(state) = docs.get(c).and_then(|d| d.get(id)) else {
+                    return Ok(None);
+                };
+                let key = (c.clone(), id.clone());
+                Ok(Some((state.clone(), lsns.get(&key).cloned().unwrap_or_default())))
+            })?
         };
         inner.generation += 1;
+        inner.lsn = plan.lsn;
+        for (peer, query, lsn) in batch.bookmarks() {
+            inner.bookmarks.insert((*peer, *query), *lsn);
+        }
         for doc in &plan.docs {
             let key = (doc.collection.clone(), doc.id.clone());
+            if let Some(old) = doc.old_lsn {
+                inner.by_lsn.remove(&(doc.collection.clone(), old));
+            }
+            inner
+                .by_lsn
+                .insert((doc.collection.clone(), doc.lsns.lsn()), doc.id.clone());
+            inner.lsns.insert(key.clone(), doc.lsns.clone());
             for dot in &doc.dots_removed {
                 inner.remove_change(*dot, &key);
             }
@@ -214,6 +247,9 @@ impl Store for MemoryStore {
             };
             if inner.docs.get(collection).is_some_and(BTreeMap::is_empty) {
                 inner.docs.remove(collection);
+            }
+            if let Some(lsns) = inner.lsns.remove(&key) {
+                inner.by_lsn.remove(&(collection.clone(), lsns.lsn()));
             }
             for dot in super::dot_set(Some(&state)) {
                 inner.remove_change(dot, &key);
@@ -313,6 +349,52 @@ impl Store for MemoryStore {
             .take_while(|(v, _)| !bounds.above(v))
             .flat_map(|(_, ids)| ids.iter().cloned())
             .collect())
+    }
+
+    fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
+    fn lsn(&self) -> Lsn {
+        self.inner.lock().lsn
+    }
+
+    fn changed_since(
+        &self,
+        collection: &CollectionName,
+        after: Lsn,
+        cursor: Lsn,
+        limit: usize,
+    ) -> Result<Vec<ChangedDoc>> {
+        let inner = self.inner.lock();
+        let start = (collection.clone(), cursor.max(after).saturating_add(1));
+        let end = (collection.clone(), Lsn::MAX);
+        let mut out = Vec::new();
+        for ((_, lsn), id) in inner.by_lsn.range(start..=end).take(limit) {
+            let key = (collection.clone(), id.clone());
+            let state = inner
+                .doc(collection, id)
+                .ok_or_else(|| StoreError::corrupt_doc(collection, id, "indexed, not stored"))?;
+            let (fragment, whole) = inner.lsns[&key].fragment_after(state, after);
+            out.push(ChangedDoc {
+                id: id.clone(),
+                lsn: *lsn,
+                fragment,
+                whole,
+                state: state.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn bookmark(&self, peer: &Incarnation, query: &QueryId) -> Result<Lsn> {
+        Ok(self
+            .inner
+            .lock()
+            .bookmarks
+            .get(&(*peer, *query))
+            .copied()
+            .unwrap_or(0))
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {

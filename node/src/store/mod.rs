@@ -26,8 +26,10 @@
 //! One RocksDB column family per concern, named by the constants in [`cf`]; every key
 //! layout is in [`keys`] (whose tests pin the sort orders):
 //!
-//! - `docs`: `collection 0x00 id` → the encoded [`DocState`] (`codec::encode_doc`,
-//!   which starts with its own format version). Tombstones stay here.
+//! - `docs`: `collection 0x00 id` → the document's change numbers (which LSN each
+//!   entry last changed at, `common::sync::DocLsns`, a few bytes for most documents)
+//!   and the encoded [`DocState`] (`codec::encode_doc`, which starts with its own
+//!   format version). Tombstones stay here.
 //! - `changes`: the change index, `actor seq collection 0x00 id` → empty, one entry per
 //!   write (dot) a stored document holds. From a version vector, sync seeks each actor to
 //!   `seq > vv[actor]`, so finding what a peer lacks costs the number of changes it
@@ -39,9 +41,15 @@
 //! - `attachments`: blob chunks of 64 KiB (`'c' hash index`), the record of each complete,
 //!   verified blob (`'m' hash`), and chunks staged while a streamed upload is hashed.
 //! - `evicted`: `collection 0x00 id` of documents removed locally by `EVICT`.
-//! - `peers`: reserved for sync's per-peer state (empty for now).
-//! - `meta`: the store format version, version vector and greatest timestamp
-//!   (`store/...`), and the node's own metadata (`node/...`, [`Store::meta_put`]).
+//! - `lsns`: the LSN index, `collection 0x00 lsn` → id. Every commit that changes a
+//!   document gives it the store's next receipt sequence number (LSN) and moves its
+//!   entry here, so sync finds "what changed in this collection after LSN x" with one
+//!   range scan ([`Store::changed_since`]; design in `docs/sync.md`).
+//! - `peers`: sync bookmarks per peer store incarnation and query, written in the same
+//!   commit as the documents they vouch for ([`WriteBatch::set_bookmark`]).
+//! - `meta`: the store format version, version vector, greatest timestamp, latest LSN
+//!   and incarnation (`store/...`), and the node's own metadata (`node/...`,
+//!   [`Store::meta_put`]).
 //!
 //! # Durability
 //!
@@ -57,7 +65,8 @@
 //!
 //! The `meta` key `store/format_version` holds [`FORMAT_VERSION`], written when the
 //! store is created. Opening a store with a newer version fails with
-//! [`StoreError::NewerFormat`]; an older one is migrated on open (there is none yet).
+//! [`StoreError::NewerFormat`]; an older one is migrated on open (format 1 to 2 adds
+//! the change numbers, the LSN index and the incarnation).
 
 pub mod blobs;
 mod error;
@@ -74,6 +83,7 @@ use trellis_common::clock::Hlc;
 use trellis_common::crdt::{DocState, VersionVector};
 use trellis_common::delta::{Delta, DocChange};
 use trellis_common::ids::{CollectionName, DocId};
+use trellis_common::sync::{ChangedDoc, Incarnation, Lsn, QueryId};
 
 pub use blobs::{AttachmentToken, BlobHash, BlobReader, BlobStore, attachment_refs};
 pub use error::{Result, StoreError};
@@ -81,7 +91,7 @@ pub use memory::MemoryStore;
 pub use rocks::{RocksOptions, RocksStore};
 
 /// The store format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Stored size (encoded, CRDT metadata included) above which a document draws a warning.
 pub const WARN_DOC_BYTES: usize = 256 * 1024;
@@ -102,15 +112,18 @@ pub mod cf {
     pub const ATTACHMENTS: &str = "attachments";
     /// Ids of locally evicted documents.
     pub const EVICTED: &str = "evicted";
-    /// Per-peer sync state (reserved).
+    /// The LSN index: per collection, which document each latest change number is.
+    pub const LSNS: &str = "lsns";
+    /// Per-peer sync state: bookmarks.
     pub const PEERS: &str = "peers";
     /// Store and node metadata.
     pub const META: &str = "meta";
 
     /// Every column family the store opens.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         DOCS,
         CHANGES,
+        LSNS,
         INDEXES,
         INDEX_DEFS,
         ATTACHMENTS,
@@ -156,6 +169,7 @@ pub struct WriteBatch {
     absent: Vec<bool>,
     absent_at: Option<u64>,
     omit_states: bool,
+    bookmarks: Vec<(Incarnation, QueryId, Lsn)>,
 }
 
 impl WriteBatch {
@@ -192,6 +206,18 @@ impl WriteBatch {
     pub fn without_states(mut self) -> Self {
         self.omit_states = true;
         self
+    }
+
+    /// Records a sync bookmark in the same commit as the documents: this store holds,
+    /// for the documents matching `query`, everything the store `peer` held up to its
+    /// LSN `lsn` (see `docs/sync.md`).
+    pub fn set_bookmark(&mut self, peer: Incarnation, query: QueryId, lsn: Lsn) {
+        self.bookmarks.push((peer, query, lsn));
+    }
+
+    /// The bookmarks to record, in order (a later one for the same key wins).
+    pub fn bookmarks(&self) -> &[(Incarnation, QueryId, Lsn)] {
+        &self.bookmarks
     }
 
     /// Whether [`Applied::docs`] carries the before and after states.
@@ -280,6 +306,8 @@ pub struct Applied {
     pub advanced: Vec<bool>,
     /// The store's version vector after the batch.
     pub version: VersionVector,
+    /// The store's latest LSN after the batch.
+    pub lsn: Lsn,
     /// Documents stored above [`WARN_DOC_BYTES`] (also logged).
     pub warnings: Vec<SizeWarning>,
 }
@@ -461,6 +489,28 @@ pub trait Store: BlobStore + Send + Sync {
         lower: Bound<&Value>,
         upper: Bound<&Value>,
     ) -> Result<Vec<DocId>>;
+
+    /// The store's incarnation: random, made when the store was created (sync bookmarks
+    /// of peers are kept against it).
+    fn incarnation(&self) -> Incarnation;
+
+    /// The receipt sequence number of the latest change: every commit that changes a
+    /// document gives it the next one (see `docs/sync.md`).
+    fn lsn(&self) -> Lsn;
+
+    /// The documents of `collection` whose latest LSN is greater than `cursor` (at least
+    /// `after`), in LSN order, at most `limit`, each with its entries changed after
+    /// `after` (`common::sync::SyncStore::changed_since`).
+    fn changed_since(
+        &self,
+        collection: &CollectionName,
+        after: Lsn,
+        cursor: Lsn,
+        limit: usize,
+    ) -> Result<Vec<ChangedDoc>>;
+
+    /// The bookmark recorded for a peer's store incarnation and a query (0 when none).
+    fn bookmark(&self, peer: &Incarnation, query: &QueryId) -> Result<Lsn>;
 
     /// A node metadata entry (identity key, clock...).
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>>;

@@ -1,7 +1,7 @@
 //! The storage-independent half of [`Store::apply`](super::Store::apply): merging a
 //! batch into the current document states and working out every row that changes
-//! (documents, change-index entries, index entries, version vector, greatest
-//! timestamp). Both backends call [`plan_apply`] under their writer lock and then commit
+//! (documents with their change numbers, change-index and LSN-index entries, index
+//! entries, version vector, greatest timestamp). Both backends call [`plan_apply`] under their writer lock and then commit
 //! the [`Plan`] in their own way, so they cannot disagree on what a write means.
 
 use std::borrow::Cow;
@@ -12,6 +12,7 @@ use trellis_common::clock::Hlc;
 use trellis_common::codec::encode_doc;
 use trellis_common::crdt::{Crdt, DocState, Dot, VersionVector};
 use trellis_common::ids::{CollectionName, DocId};
+use trellis_common::sync::{DocLsns, Lsn};
 
 use super::{
     Applied, AppliedDoc, IndexDef, MAX_DOC_BYTES, Result, SizeWarning, StoreError, WARN_DOC_BYTES,
@@ -32,6 +33,8 @@ pub(crate) struct Plan<'b> {
     pub(crate) version_changed: bool,
     /// The new greatest timestamp, when the batch raised it.
     pub(crate) max_hlc: Option<Hlc>,
+    /// The store's LSN after the batch (each changed document takes the next one).
+    pub(crate) lsn: Lsn,
     /// Documents above the warning size.
     pub(crate) warnings: Vec<SizeWarning>,
     /// Whether [`Plan::into_applied`] reports document states.
@@ -45,6 +48,10 @@ pub(crate) struct PlannedDoc<'b> {
     pub(crate) id: &'b DocId,
     pub(crate) before: Option<DocState>,
     pub(crate) after: Cow<'b, DocState>,
+    /// The document's LSN before the batch (its LSN-index entry to remove).
+    pub(crate) old_lsn: Option<Lsn>,
+    /// Its change numbers after the batch.
+    pub(crate) lsns: DocLsns,
     /// `encode_doc(&after)`.
     pub(crate) encoded: Vec<u8>,
     /// Writes the document now holds that it did not, in order.
@@ -57,19 +64,35 @@ pub(crate) struct PlannedDoc<'b> {
     pub(crate) index_added: Vec<(String, Vec<u8>)>,
 }
 
-/// Merges `batch` into the states `read` returns and plans the commit. `generation` is
-/// the store's current [`Store::generation`](super::Store::generation): documents the
-/// batch says were absent at that generation are not read. Fails, planning nothing,
-/// when a document would exceed [`MAX_DOC_BYTES`] or a stored state is unreadable.
+/// What a store holds before a batch, as [`plan_apply`] needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Before<'s> {
+    /// The store's current [`Store::generation`](super::Store::generation).
+    pub(crate) generation: Option<u64>,
+    pub(crate) version: &'s VersionVector,
+    pub(crate) max_hlc: Hlc,
+    /// The store's latest LSN.
+    pub(crate) lsn: Lsn,
+    pub(crate) indexes: &'s [IndexDef],
+}
+
+/// Merges `batch` into the states `read` returns (with their change numbers) and plans
+/// the commit. Documents the batch says were absent at `before.generation` are not
+/// read. Fails, planning nothing, when a document would exceed [`MAX_DOC_BYTES`] or a
+/// stored state is unreadable.
 pub(crate) fn plan_apply<'b>(
     batch: &'b WriteBatch,
-    generation: Option<u64>,
-    version: &VersionVector,
-    max_hlc: Hlc,
-    indexes: &[IndexDef],
-    mut read: impl FnMut(&CollectionName, &DocId) -> Result<Option<DocState>>,
+    before: Before<'_>,
+    mut read: impl FnMut(&CollectionName, &DocId) -> Result<Option<(DocState, DocLsns)>>,
 ) -> Result<Plan<'b>> {
-    type Working<'b> = (Option<DocState>, Cow<'b, DocState>);
+    let Before {
+        generation,
+        version,
+        max_hlc,
+        lsn: mut next_lsn,
+        indexes,
+    } = before;
+    type Working<'b> = (Option<(DocState, DocLsns)>, Cow<'b, DocState>);
     let mut working: BTreeMap<(&'b CollectionName, &'b DocId), Working<'b>> = BTreeMap::new();
     let absent = batch.absent_at(generation);
     let mut change_number = 0;
@@ -91,7 +114,7 @@ pub(crate) fn plan_apply<'b>(
                     // Merging into nothing is a copy: borrow the fragment instead.
                     let after = match &before {
                         None => Cow::Borrowed(&change.state),
-                        Some(before) => {
+                        Some((before, _)) => {
                             let mut after = before.clone();
                             after.merge(&change.state);
                             Cow::Owned(after)
@@ -112,14 +135,23 @@ pub(crate) fn plan_apply<'b>(
 
     let mut docs = Vec::new();
     let mut warnings = Vec::new();
-    for ((collection, id), (before, after)) in working {
-        let unchanged = match &before {
-            Some(before) => *before == *after,
+    for ((collection, id), (stored, after)) in working {
+        let unchanged = match &stored {
+            Some((before, _)) => *before == *after,
             None => after.is_empty(),
         };
         if unchanged {
             continue;
         }
+        next_lsn += 1;
+        let (before, old_lsn, lsns) = match stored {
+            None => (None, None, DocLsns::new(next_lsn)),
+            Some((before, mut lsns)) => {
+                let old_lsn = lsns.lsn();
+                lsns.record(&before, &after, next_lsn);
+                (Some(before), Some(old_lsn), lsns)
+            }
+        };
         let encoded = encode_doc(&after);
         if encoded.len() > MAX_DOC_BYTES {
             return Err(StoreError::DocumentTooLarge {
@@ -164,6 +196,8 @@ pub(crate) fn plan_apply<'b>(
             id,
             before,
             after,
+            old_lsn,
+            lsns,
             encoded,
             dots_added,
             dots_removed,
@@ -178,6 +212,7 @@ pub(crate) fn plan_apply<'b>(
         version_changed: new_version != *version,
         version: new_version,
         max_hlc: (newest > max_hlc).then_some(newest),
+        lsn: next_lsn,
         warnings,
         states: batch.wants_states(),
     })
@@ -232,6 +267,7 @@ impl Plan<'_> {
                 .collect(),
             advanced: self.advanced,
             version: self.version,
+            lsn: self.lsn,
             warnings: self.warnings,
         }
     }
@@ -245,6 +281,16 @@ mod tests {
     use trellis_common::ids::ActorId;
 
     use super::*;
+
+    fn before(generation: Option<u64>) -> Before<'static> {
+        Before {
+            generation,
+            version: Box::leak(Box::new(VersionVector::new())),
+            max_hlc: Hlc::ZERO,
+            lsn: 0,
+            indexes: &[],
+        }
+    }
 
     fn insert_batch() -> WriteBatch {
         let actor = ActorId::from_u64(7);
@@ -272,14 +318,9 @@ mod tests {
     fn documents_known_absent_at_this_generation_are_not_read() {
         let mut batch = insert_batch();
         batch.assume_absent(5, vec![true]);
-        let plan = plan_apply(
-            &batch,
-            Some(5),
-            &VersionVector::new(),
-            Hlc::ZERO,
-            &[],
-            |_, _| panic!("a document known to be absent is read"),
-        )
+        let plan = plan_apply(&batch, before(Some(5)), |_, _| {
+            panic!("a document known to be absent is read")
+        })
         .unwrap();
         assert_eq!(plan.docs.len(), 1);
         assert!(plan.docs[0].before.is_none());
@@ -293,17 +334,10 @@ mod tests {
         let stored = batch.deltas()[0].changes[0].state.clone();
         for generation in [Some(6), None] {
             let mut reads = 0;
-            let plan = plan_apply(
-                &batch,
-                generation,
-                &VersionVector::new(),
-                Hlc::ZERO,
-                &[],
-                |_, _| {
-                    reads += 1;
-                    Ok(Some(stored.clone()))
-                },
-            )
+            let plan = plan_apply(&batch, before(generation), |_, _| {
+                reads += 1;
+                Ok(Some((stored.clone(), DocLsns::new(1))))
+            })
             .unwrap();
             assert_eq!(reads, 1);
             // The stored state already holds the write: nothing changes.
@@ -314,11 +348,7 @@ mod tests {
     #[test]
     fn states_are_omitted_only_when_asked() {
         let batch = insert_batch();
-        let plan = |b| {
-            plan_apply(b, None, &VersionVector::new(), Hlc::ZERO, &[], |_, _| {
-                Ok(None)
-            })
-        };
+        let plan = |b| plan_apply(b, before(None), |_, _| Ok(None));
         let with = plan(&batch).unwrap().into_applied();
         assert_eq!(with.docs[0].after, batch.deltas()[0].changes[0].state);
         let without = batch.clone().without_states();

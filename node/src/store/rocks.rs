@@ -14,13 +14,13 @@ use rocksdb::{
 };
 use serde_json::Value;
 use trellis_common::clock::Hlc;
-use trellis_common::codec::decode_doc;
 use trellis_common::crdt::{DocState, VersionVector};
 use trellis_common::ids::{ActorId, CollectionName, DocId};
+use trellis_common::sync::{ChangedDoc, DocLsns, Incarnation, Lsn, QueryId};
 
 use super::blobs::{BlobHash, BlobRecord, ChunkBackend, impl_blob_store};
 use super::keys;
-use super::plan::plan_apply;
+use super::plan::{Before, plan_apply};
 use super::{
     Applied, Durability, EncodedBounds, FORMAT_VERSION, IndexDef, Result, Store, StoreError,
     WriteBatch, cf, dot_set,
@@ -71,6 +71,8 @@ pub struct RocksStore {
 struct Cached {
     version: VersionVector,
     max_hlc: Hlc,
+    lsn: Lsn,
+    incarnation: Incarnation,
     indexes: BTreeMap<String, IndexDef>,
 }
 
@@ -138,6 +140,8 @@ impl RocksStore {
             cached: RwLock::new(Cached {
                 version: VersionVector::new(),
                 max_hlc: Hlc::ZERO,
+                lsn: 0,
+                incarnation: Incarnation::from_u64(0),
                 indexes: BTreeMap::new(),
             }),
             has_evicted: AtomicBool::new(true),
@@ -171,6 +175,11 @@ impl RocksStore {
                     keys::META_FORMAT_VERSION,
                     FORMAT_VERSION.to_be_bytes(),
                 );
+                batch.put_cf(
+                    self.cf(cf::META),
+                    keys::META_INCARNATION,
+                    Incarnation::random().0,
+                );
                 self.commit(batch, true)
             }
             Some(bytes) => {
@@ -187,18 +196,59 @@ impl RocksStore {
         }
     }
 
-    /// Brings a store of format `from` up to [`FORMAT_VERSION`]. Each future step will
-    /// rewrite what changed and record its new version in one atomic batch, so an
-    /// interrupted migration resumes where it stopped. Format 1 is the first: nothing to
-    /// migrate yet, and 0 was never written.
+    /// Brings a store of format `from` up to [`FORMAT_VERSION`]. Each step rewrites what
+    /// changed and records its new version in one atomic batch, so an interrupted
+    /// migration starts that step again.
     fn migrate(&self, from: u32) -> Result<()> {
-        if from < FORMAT_VERSION {
-            return Err(StoreError::corrupt_meta(
+        match from {
+            0 => Err(StoreError::corrupt_meta(
                 "format version",
-                format!("format {from} does not exist (the first is 1)"),
-            ));
+                "format 0 does not exist (the first is 1)",
+            )),
+            1 => {
+                self.migrate_1_to_2()?;
+                self.migrate(2)
+            }
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Format 2 numbers changes for sync: every document value starts with its change
+    /// numbers and has an LSN-index entry, and the store has an incarnation. Documents of
+    /// a format-1 store take LSNs 1, 2, ... in key order.
+    fn migrate_1_to_2(&self) -> Result<()> {
+        let _writer = self.writer.lock();
+        let mut wb = rocksdb::WriteBatch::default();
+        let mut lsn: Lsn = 0;
+        let mut it = self.db.raw_iterator_cf(self.cf(cf::DOCS));
+        it.seek_to_first();
+        while let Some((key, value)) = it.item() {
+            let (collection, id) = keys::parse_doc_key(key)
+                .map_err(|e| StoreError::corrupt_meta("document key", e))?;
+            let state = trellis_common::codec::decode_doc(value)
+                .map_err(|e| StoreError::corrupt_doc(&collection, &id, e))?;
+            lsn += 1;
+            let lsns = DocLsns::new(lsn);
+            wb.put_cf(
+                self.cf(cf::DOCS),
+                key,
+                keys::encode_doc_value(&lsns, &state, value),
+            );
+            wb.put_cf(
+                self.cf(cf::LSNS),
+                keys::lsn_key(&collection, lsn),
+                id.as_canonical().as_bytes(),
+            );
+            it.next();
+        }
+        it.status().map_err(self.err())?;
+        drop(it);
+        let meta = self.cf(cf::META);
+        wb.put_cf(meta, keys::META_LSN, lsn.to_be_bytes());
+        wb.put_cf(meta, keys::META_INCARNATION, Incarnation::random().0);
+        wb.put_cf(meta, keys::META_FORMAT_VERSION, 2u32.to_be_bytes());
+        tracing::info!(documents = lsn, "store migrated from format 1 to 2");
+        self.commit(wb, true)
     }
 
     fn load(&self) -> Result<()> {
@@ -222,6 +272,22 @@ impl RocksStore {
                     .map_err(|e| StoreError::corrupt_meta("greatest timestamp", e))?,
             ),
             None => Hlc::ZERO,
+        };
+        let lsn = match self.db.get_cf(meta, keys::META_LSN).map_err(self.err())? {
+            Some(bytes) => {
+                keys::decode_u64(&bytes).map_err(|e| StoreError::corrupt_meta("LSN", e))?
+            }
+            None => 0,
+        };
+        let incarnation = match self
+            .db
+            .get_cf(meta, keys::META_INCARNATION)
+            .map_err(self.err())?
+        {
+            Some(bytes) => Incarnation(bytes.as_slice().try_into().map_err(|_| {
+                StoreError::corrupt_meta("incarnation", "expected 16 bytes")
+            })?),
+            None => return Err(StoreError::corrupt_meta("incarnation", "missing")),
         };
         let mut indexes = BTreeMap::new();
         let mut it = self.db.raw_iterator_cf(self.cf(cf::INDEX_DEFS));
@@ -250,6 +316,8 @@ impl RocksStore {
         *self.cached.write() = Cached {
             version,
             max_hlc,
+            lsn,
+            incarnation,
             indexes,
         };
         Ok(())
@@ -281,7 +349,25 @@ impl RocksStore {
         else {
             return Ok(None);
         };
-        decode_doc(&bytes)
+        keys::decode_doc_value(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::corrupt_doc(collection, id, e))
+    }
+
+    fn read_doc_with_lsns(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+    ) -> Result<Option<(DocState, DocLsns)>> {
+        let key = keys::doc_key(collection, id);
+        let Some(bytes) = self
+            .db
+            .get_pinned_cf(self.cf(cf::DOCS), key)
+            .map_err(self.err())?
+        else {
+            return Ok(None);
+        };
+        keys::decode_doc_value_with_lsns(&bytes)
             .map(Some)
             .map_err(|e| StoreError::corrupt_doc(collection, id, e))
     }
@@ -351,8 +437,8 @@ impl Store for RocksStore {
                 id: String::from_utf8_lossy(key).into_owned(),
                 reason: format!("unreadable key: {e}"),
             })?;
-            let state =
-                decode_doc(value).map_err(|e| StoreError::corrupt_doc(collection, &id, e))?;
+            let state = keys::decode_doc_value(value)
+                .map_err(|e| StoreError::corrupt_doc(collection, &id, e))?;
             out.push((id, state));
             it.next();
         }
@@ -376,21 +462,31 @@ impl Store for RocksStore {
 
     fn apply(&self, batch: &WriteBatch) -> Result<Applied> {
         let mut writer = self.writer.lock();
-        let (version, max_hlc, defs) = {
+        let (version, max_hlc, lsn, defs) = {
             let cached = self.cached.read();
             let defs: Vec<IndexDef> = cached.indexes.values().cloned().collect();
-            (cached.version.clone(), cached.max_hlc, defs)
+            (cached.version.clone(), cached.max_hlc, cached.lsn, defs)
         };
-        let plan = plan_apply(batch, Some(*writer), &version, max_hlc, &defs, |c, id| {
-            self.read_doc(c, id)
-        })?;
-        if plan.docs.is_empty() && !plan.version_changed && plan.max_hlc.is_none() {
+        let before = Before {
+            generation: Some(*writer),
+            version: &version,
+            max_hlc,
+            lsn,
+            indexes: &defs,
+        };
+        let plan = plan_apply(batch, before, |c, id| self.read_doc_with_lsns(c, id))?;
+        if plan.docs.is_empty()
+            && !plan.version_changed
+            && plan.max_hlc.is_none()
+            && batch.bookmarks().is_empty()
+        {
             return Ok(plan.into_applied());
         }
-        let (docs, changes, indexes, meta) = (
+        let (docs, changes, indexes, lsns, meta) = (
             self.cf(cf::DOCS),
             self.cf(cf::CHANGES),
             self.cf(cf::INDEXES),
+            self.cf(cf::LSNS),
             self.cf(cf::META),
         );
         let clear_evicted = self.has_evicted.load(Ordering::Relaxed);
@@ -409,11 +505,33 @@ impl Store for RocksStore {
             for (name, value) in &doc.index_added {
                 wb.put_cf(indexes, keys::index_key(name, value, id), []);
             }
+            if let Some(old) = doc.old_lsn {
+                wb.delete_cf(lsns, keys::lsn_key(collection, old));
+            }
+            wb.put_cf(
+                lsns,
+                keys::lsn_key(collection, doc.lsns.lsn()),
+                id.as_canonical().as_bytes(),
+            );
             let key = keys::doc_key(collection, id);
             if clear_evicted {
                 wb.delete_cf(self.cf(cf::EVICTED), &key);
             }
-            wb.put_cf(docs, key, &doc.encoded);
+            wb.put_cf(
+                docs,
+                key,
+                keys::encode_doc_value(&doc.lsns, &doc.after, &doc.encoded),
+            );
+        }
+        if plan.lsn != lsn {
+            wb.put_cf(meta, keys::META_LSN, plan.lsn.to_be_bytes());
+        }
+        for (peer, query, bookmark) in batch.bookmarks() {
+            wb.put_cf(
+                self.cf(cf::PEERS),
+                keys::bookmark_key(peer, query),
+                bookmark.to_be_bytes(),
+            );
         }
         if plan.version_changed {
             wb.put_cf(
@@ -430,6 +548,7 @@ impl Store for RocksStore {
         {
             let mut cached = self.cached.write();
             cached.version = plan.version.clone();
+            cached.lsn = plan.lsn;
             if let Some(hlc) = plan.max_hlc {
                 cached.max_hlc = hlc;
             }
@@ -488,9 +607,10 @@ impl Store for RocksStore {
         let mut wb = rocksdb::WriteBatch::default();
         let mut removed = Vec::new();
         for id in ids {
-            let Some(state) = self.read_doc(collection, id)? else {
+            let Some((state, lsns)) = self.read_doc_with_lsns(collection, id)? else {
                 continue;
             };
+            wb.delete_cf(self.cf(cf::LSNS), keys::lsn_key(collection, lsns.lsn()));
             for dot in dot_set(Some(&state)) {
                 wb.delete_cf(self.cf(cf::CHANGES), keys::change_key(dot, collection, id));
             }
@@ -634,6 +754,72 @@ impl Store for RocksStore {
         }
         it.status().map_err(self.err())?;
         Ok(out)
+    }
+
+    fn incarnation(&self) -> Incarnation {
+        self.cached.read().incarnation
+    }
+
+    fn lsn(&self) -> Lsn {
+        self.cached.read().lsn
+    }
+
+    fn changed_since(
+        &self,
+        collection: &CollectionName,
+        after: Lsn,
+        cursor: Lsn,
+        limit: usize,
+    ) -> Result<Vec<ChangedDoc>> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(keys::collection_end(collection));
+        // One snapshot for the index and the documents: a document that changes
+        // meanwhile is found at its old LSN with its old state, consistently.
+        let snapshot = self.db.snapshot();
+        opts.set_snapshot(&snapshot);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::LSNS), opts);
+        it.seek(keys::lsn_key(collection, cursor.max(after).saturating_add(1)));
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some((key, value)) = it.item() else {
+                break;
+            };
+            let corrupt = |e: keys::KeyError| StoreError::corrupt_meta("LSN-index entry", e);
+            let lsn = keys::parse_lsn_key(collection, key).map_err(corrupt)?;
+            let id = keys::parse_lsn_value(value).map_err(corrupt)?;
+            let bytes = snapshot
+                .get_cf(self.cf(cf::DOCS), keys::doc_key(collection, &id))
+                .map_err(self.err())?
+                .ok_or_else(|| {
+                    StoreError::corrupt_doc(collection, &id, "in the LSN index but not stored")
+                })?;
+            let (state, lsns) = keys::decode_doc_value_with_lsns(&bytes)
+                .map_err(|e| StoreError::corrupt_doc(collection, &id, e))?;
+            let (fragment, whole) = lsns.fragment_after(&state, after);
+            out.push(ChangedDoc {
+                id,
+                lsn,
+                fragment,
+                whole,
+                state,
+            });
+            it.next();
+        }
+        it.status().map_err(self.err())?;
+        Ok(out)
+    }
+
+    fn bookmark(&self, peer: &Incarnation, query: &QueryId) -> Result<Lsn> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(cf::PEERS), keys::bookmark_key(peer, query))
+            .map_err(self.err())?
+        {
+            Some(bytes) => {
+                keys::decode_u64(&bytes).map_err(|e| StoreError::corrupt_meta("sync bookmark", e))
+            }
+            None => Ok(0),
+        }
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -4,4 +4,5 @@
 pub mod attachments;
 pub mod docs;
 pub mod info;
+pub mod mesh;
 pub mod query;

@@ -1,0 +1,357 @@
+//! The node's side of sync: the mesh started on the engine's store ([`start`]), the
+//! subscriptions (from the configuration, plus those added through the API and kept in
+//! the store), and what the API and the CLI show of peers ([`SyncHandle`]).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use libp2p::Multiaddr;
+use parking_lot::Mutex;
+use serde::Serialize;
+use trellis_common::sync::{LocalHello, Subscription, SubscriptionError};
+use utoipa::ToSchema;
+
+use crate::config::MeshSettings;
+use crate::engine::Engine;
+use crate::identity::Identity;
+use crate::net::{
+    EngineSyncStore, Mesh, MeshConfig, NetConfig, NetError, Peers, PeersError, SharedStore,
+    keypair_from_secret,
+};
+
+/// The `meta` key of the subscriptions added through the API (a JSON array of texts).
+const SUBSCRIPTIONS_KEY: &str = "sync/subscriptions";
+
+/// Why a sync request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The query cannot be a subscription.
+    #[error(transparent)]
+    Subscription(#[from] SubscriptionError),
+    /// The subscription comes from the configuration file and cannot be removed here.
+    #[error("'{0}' is set in the configuration (mesh.subscriptions); remove it there")]
+    FromConfig(String),
+    /// The mesh or the store failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<PeersError> for SyncError {
+    fn from(e: PeersError) -> Self {
+        Self::Failed(e.to_string())
+    }
+}
+
+/// One subscription, as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SubscriptionInfo {
+    /// The query's id (hex of the first 16 bytes of its BLAKE3 hash).
+    pub id: String,
+    /// The query text.
+    pub query: String,
+    /// The collection it reads.
+    pub collection: String,
+    /// `config` (from the configuration file) or `api` (added at run time).
+    pub source: &'static str,
+}
+
+/// One link of a peer, as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LinkInfo {
+    /// `tcp`, `quic`, `ble` or `memory`.
+    pub kind: String,
+    /// The remote address.
+    pub remote: String,
+    /// Whether frames are sent on this link.
+    pub chosen: bool,
+    /// The last measured round-trip time, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Bytes received on it.
+    pub bytes_in: u64,
+    /// Bytes sent on it.
+    pub bytes_out: u64,
+}
+
+/// A connected peer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PeerInfo {
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Its node id (hex of its Ed25519 key), once its hello arrived.
+    pub node_id: Option<String>,
+    /// Whether its session has nothing in flight (caught up, as far as we know).
+    pub idle: bool,
+    /// Its links.
+    pub links: Vec<LinkInfo>,
+    /// Hops from this node (1: a direct peer).
+    pub hops: u32,
+}
+
+/// This node in the mesh.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Presence {
+    /// Our libp2p peer id.
+    pub peer_id: String,
+    /// Our node id.
+    pub node_id: String,
+    /// The addresses we listen on.
+    pub listen: Vec<String>,
+    /// Our direct peers.
+    pub peers: Vec<PeerInfo>,
+}
+
+/// The running mesh of a node, as the API and the node handle use it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SyncHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    engine: Arc<Engine>,
+    peers: Peers,
+    client: crate::net::Client,
+    node_id: String,
+    from_config: Vec<String>,
+    /// Serialises subscription changes (read, change, store, apply).
+    changing: tokio::sync::Mutex<()>,
+    mesh: Mutex<Option<Mesh>>,
+    /// Stops the task that forwards local commits to the mesh.
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+/// Starts the mesh on the engine's store: listens, dials the static peers, applies the
+/// subscriptions, and pushes every local commit to the peers.
+pub async fn start(
+    engine: Arc<Engine>,
+    identity: &Identity,
+    settings: &MeshSettings,
+    net: NetConfig,
+) -> Result<SyncHandle, SyncError> {
+    let keypair = keypair_from_secret(identity.signing_key().to_bytes());
+    let store: SharedStore = Arc::new(Mutex::new(EngineSyncStore::new(Arc::clone(&engine))));
+    let local = LocalHello {
+        node_id: identity.public_key().to_vec(),
+        actor: identity.actor(),
+        admission: None,
+    };
+    let config = MeshConfig {
+        net,
+        ..MeshConfig::default()
+    };
+    let mesh = Mesh::spawn(keypair, config, store, local)
+        .map_err(|e: NetError| SyncError::Failed(format!("cannot start the mesh: {e}")))?;
+    let handle = SyncHandle {
+        inner: Arc::new(Inner {
+            peers: mesh.peers().clone(),
+            client: mesh.client().clone(),
+            engine: Arc::clone(&engine),
+            node_id: identity.public_key_hex(),
+            from_config: settings.subscriptions.clone(),
+            changing: tokio::sync::Mutex::new(()),
+            mesh: Mutex::new(None),
+            cancel: tokio_util::sync::CancellationToken::new(),
+        }),
+    };
+    // Local commits move the store's LSN; every session then pushes what changed.
+    let mut lsn = engine.watch_lsn();
+    let peers = mesh.peers().clone();
+    let cancel = handle.inner.cancel.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = lsn.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let current = *lsn.borrow_and_update();
+                    peers.notify_local_change(current);
+                }
+            }
+        }
+    });
+    *handle.inner.mesh.lock() = Some(mesh);
+    handle.apply_subscriptions().await?;
+    Ok(handle)
+}
+
+/// The NetConfig for mesh settings.
+pub fn net_config(settings: &MeshSettings) -> Result<NetConfig, crate::config::ConfigError> {
+    Ok(NetConfig {
+        listen: settings.listen_addrs()?,
+        static_peers: settings.peer_addrs()?,
+        mdns: settings.mdns,
+        ..NetConfig::default()
+    })
+}
+
+impl SyncHandle {
+    /// Every subscription in effect: the configuration's, then those added at run time.
+    pub fn subscriptions(&self) -> Result<Vec<SubscriptionInfo>, SyncError> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        let sources = self
+            .inner
+            .from_config
+            .iter()
+            .map(|q| (q.clone(), "config"))
+            .chain(self.added()?.into_iter().map(|q| (q, "api")));
+        for (query, source) in sources {
+            let parsed = Subscription::parse(&query)?;
+            if seen.insert(parsed.id) {
+                out.push(SubscriptionInfo {
+                    id: hex(&parsed.id.0),
+                    query: parsed.text,
+                    collection: parsed.collection.to_string(),
+                    source,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a subscription (kept in the store, so it survives restarts). Adding one
+    /// that exists does nothing.
+    pub async fn subscribe(&self, query: &str) -> Result<SubscriptionInfo, SyncError> {
+        let parsed = Subscription::parse(query)?;
+        let _changing = self.inner.changing.lock().await;
+        let mut added = self.added()?;
+        let exists = self
+            .subscriptions()?
+            .into_iter()
+            .find(|s| s.id == hex(&parsed.id.0));
+        if let Some(existing) = exists {
+            return Ok(existing);
+        }
+        added.push(parsed.text.clone());
+        self.store_added(&added)?;
+        // Documents evicted earlier are fetched again now that a query asks for them.
+        let store = self.inner.engine.store();
+        let failed = |e: crate::store::StoreError| SyncError::Failed(e.to_string());
+        let evicted = store.evicted(&parsed.collection).map_err(failed)?;
+        store
+            .forget_evicted(&parsed.collection, &evicted)
+            .map_err(failed)?;
+        self.apply_subscriptions().await?;
+        Ok(SubscriptionInfo {
+            id: hex(&parsed.id.0),
+            query: parsed.text,
+            collection: parsed.collection.to_string(),
+            source: "api",
+        })
+    }
+
+    /// Removes a subscription added at run time, by id or query text. Returns whether
+    /// it existed.
+    pub async fn unsubscribe(&self, id_or_query: &str) -> Result<bool, SyncError> {
+        let _changing = self.inner.changing.lock().await;
+        let matches = |query: &str| {
+            Subscription::parse(query).is_ok_and(|s| {
+                hex(&s.id.0) == id_or_query || s.text == id_or_query.trim()
+            })
+        };
+        if let Some(query) = self.inner.from_config.iter().find(|q| matches(q)) {
+            return Err(SyncError::FromConfig(query.clone()));
+        }
+        let mut added = self.added()?;
+        let before = added.len();
+        added.retain(|q| !matches(q));
+        if added.len() == before {
+            return Ok(false);
+        }
+        self.store_added(&added)?;
+        self.apply_subscriptions().await?;
+        Ok(true)
+    }
+
+    /// This node, its links and its peers.
+    pub async fn presence(&self) -> Result<Presence, SyncError> {
+        let listen = self
+            .inner
+            .client
+            .listen_addrs()
+            .await
+            .map_err(|e| SyncError::Failed(e.to_string()))?;
+        let peers = self.inner.peers.peers().await?;
+        Ok(Presence {
+            peer_id: self.inner.client.peer_id().to_string(),
+            node_id: self.inner.node_id.clone(),
+            listen: listen.iter().map(Multiaddr::to_string).collect(),
+            peers: peers
+                .into_iter()
+                .map(|p| PeerInfo {
+                    peer_id: p.peer.to_string(),
+                    node_id: p.node_id.as_deref().map(hex),
+                    idle: p.idle,
+                    hops: 1,
+                    links: p
+                        .links
+                        .iter()
+                        .map(|l| LinkInfo {
+                            kind: l.kind.to_string(),
+                            remote: l.remote.clone(),
+                            chosen: p.chosen == Some(l.id),
+                            rtt_ms: l.stats.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                            bytes_in: l.stats.bytes_in,
+                            bytes_out: l.stats.bytes_out,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The libp2p side (dial, listen addresses).
+    pub fn client(&self) -> &crate::net::Client {
+        &self.inner.client
+    }
+
+    /// The peer table (events, peers).
+    pub fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
+    /// Stops the mesh and waits for its tasks.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        let mesh = self.inner.mesh.lock().take();
+        if let Some(mesh) = mesh {
+            mesh.shutdown().await;
+        }
+    }
+
+    fn added(&self) -> Result<Vec<String>, SyncError> {
+        let stored = self
+            .inner
+            .engine
+            .store()
+            .meta_get(SUBSCRIPTIONS_KEY)
+            .map_err(|e| SyncError::Failed(e.to_string()))?;
+        match stored {
+            None => Ok(Vec::new()),
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                SyncError::Failed(format!("stored subscriptions are unreadable: {e}"))
+            }),
+        }
+    }
+
+    fn store_added(&self, added: &[String]) -> Result<(), SyncError> {
+        let bytes = serde_json::to_vec(added).expect("strings serialise");
+        self.inner
+            .engine
+            .store()
+            .meta_put(SUBSCRIPTIONS_KEY, &bytes)
+            .map_err(|e| SyncError::Failed(e.to_string()))
+    }
+
+    async fn apply_subscriptions(&self) -> Result<(), SyncError> {
+        let queries: Vec<String> = self.subscriptions()?.into_iter().map(|s| s.query).collect();
+        self.inner.peers.set_subscriptions(queries).await?;
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
