@@ -1,10 +1,12 @@
 //! `trellis-bench`: Trellis's benchmarks, each measured beside its anchor in the same
 //! run, printed as one JSON object per line. Run in release mode:
-//! `cargo run --release -p trellis-bench -- crdt|store [--quick]`.
+//! `cargo run --release -p trellis-bench -- crdt|store|sync|mesh [--quick]`.
 
 mod crdt;
+mod mesh;
 mod report;
 mod store;
+mod sync;
 
 use clap::{Parser, ValueEnum};
 
@@ -27,6 +29,10 @@ enum Bench {
     Crdt,
     /// The node's write path, point reads and indexed queries against raw RocksDB.
     Store,
+    /// Two nodes over libp2p TCP: initial and incremental sync, bytes and round trips.
+    Sync,
+    /// Ten nodes in a line: write-to-readable latency end to end and per hop.
+    Mesh,
 }
 
 /// The same allocator as `trellis-node`, so the figures are the product's.
@@ -43,6 +49,12 @@ fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.bench, Bench::All | Bench::Store) {
         store::run(cli.quick)?;
+    }
+    if matches!(cli.bench, Bench::All | Bench::Sync) {
+        sync::run(cli.quick)?;
+    }
+    if matches!(cli.bench, Bench::All | Bench::Mesh) {
+        mesh::run(cli.quick)?;
     }
     Ok(())
 }

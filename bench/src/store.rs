@@ -9,8 +9,9 @@
 //!    - `rocksdb`: the same JSON bytes, one row per document (what a plain key-value
 //!      store writes; the product's target is measured against this one);
 //!    - `rocksdb_same_rows`: exactly the rows the store writes for those inserts, in
-//!      its column families: each encoded document state under its document key, its
-//!      change-index entry, and per batch the version vector and greatest timestamp.
+//!      its column families: each encoded document state (with its change numbers)
+//!      under its document key, its change-index and LSN-index entries, and per batch
+//!      the version vector, greatest timestamp and latest LSN.
 //!      The gap to this one is the write path's own cost (JSON to CRDT, encoding,
 //!      the id-conflict read, planning); the rest is the extra rows.
 //! 2. Point reads by `_id` through the query language (`SELECT * FROM c WHERE _id =
@@ -29,6 +30,7 @@ use trellis_common::codec::encode_doc;
 use trellis_common::crdt::{DocState, Dot, Stamp, VersionVector, WriteContext};
 use trellis_common::ids::{ActorId, CollectionName, DocId};
 use trellis_common::query::{Params, Statement, parse};
+use trellis_common::sync::DocLsns;
 use trellis_node::engine::{Engine, EngineOptions};
 use trellis_node::store::{Durability, RocksOptions, RocksStore, Store, cf, keys};
 
@@ -137,7 +139,7 @@ pub(crate) fn run(quick: bool) -> anyhow::Result<()> {
 }
 
 /// Document `i`: about 200 bytes of JSON.
-fn document(i: usize) -> Value {
+pub(crate) fn document(i: usize) -> Value {
     json!({
         "_id": format!("doc-{i:07}"),
         "name": format!("sensor {i} on line {}", i % 17),
@@ -159,8 +161,8 @@ fn raw_key(id: &Value) -> Vec<u8> {
 
 /// The rows the store writes when the engine inserts `docs` in transactions of
 /// `batch`, one write batch each: per document its encoded state (a fresh insert, as
-/// `Tx::insert` builds it) and its change-index entry, then the version vector and the
-/// greatest timestamp.
+/// `Tx::insert` builds it, with its change numbers), its change-index and LSN-index
+/// entries, then the version vector, the greatest timestamp and the latest LSN.
 fn same_rows(docs: &[Value], batch: usize) -> anyhow::Result<Vec<Vec<Row>>> {
     let collection = CollectionName::new(COLLECTION)?;
     let actor = ActorId::from_u64(ACTOR);
@@ -170,7 +172,7 @@ fn same_rows(docs: &[Value], batch: usize) -> anyhow::Result<Vec<Vec<Row>>> {
     let mut seq = 0;
     let mut out = Vec::new();
     for chunk in docs.chunks(batch) {
-        let mut rows = Vec::with_capacity(2 * chunk.len() + 2);
+        let mut rows = Vec::with_capacity(3 * chunk.len() + 3);
         let mut hlc = Hlc::ZERO;
         for doc in chunk {
             seq += 1;
@@ -182,10 +184,17 @@ fn same_rows(docs: &[Value], batch: usize) -> anyhow::Result<Vec<Vec<Row>>> {
                 dot,
             };
             let state = DocState::insert_delta(ctx, doc)?;
+            // The store numbers documents from 1, one LSN per changed document.
+            let lsns = DocLsns::new(seq);
             rows.push((
                 cf::DOCS,
                 keys::doc_key(&collection, &id),
-                encode_doc(&state),
+                keys::encode_doc_value(&lsns, &state, &encode_doc(&state)),
+            ));
+            rows.push((
+                cf::LSNS,
+                keys::lsn_key(&collection, seq),
+                id.as_canonical().as_bytes().to_vec(),
             ));
             rows.push((
                 cf::CHANGES,
@@ -204,6 +213,7 @@ fn same_rows(docs: &[Value], batch: usize) -> anyhow::Result<Vec<Vec<Row>>> {
             keys::META_MAX_HLC.to_vec(),
             hlc.to_raw().to_be_bytes().to_vec(),
         ));
+        rows.push((cf::META, keys::META_LSN.to_vec(), seq.to_be_bytes().to_vec()));
         out.push(rows);
     }
     Ok(out)
@@ -237,7 +247,7 @@ fn raw_db(path: &std::path::Path) -> anyhow::Result<rocksdb::DB> {
     Ok(rocksdb::DB::open_cf(
         &options,
         path,
-        [cf::DOCS, cf::CHANGES, cf::META],
+        [cf::DOCS, cf::CHANGES, cf::LSNS, cf::META],
     )?)
 }
 
