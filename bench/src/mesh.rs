@@ -94,9 +94,14 @@ async fn measure(writes: usize, durability: DurabilityConfig) -> anyhow::Result<
 
 fn write(node: &Node, id: &str) -> anyhow::Result<()> {
     let mut params = Params::new();
-    params.insert("doc".to_owned(), json!({"_id": id, "payload": "x".repeat(100)}));
-    node.engine()
-        .execute(&format!("INSERT INTO {COLLECTION} DOCUMENTS (:doc)"), &params)?;
+    params.insert(
+        "doc".to_owned(),
+        json!({"_id": id, "payload": "x".repeat(100)}),
+    );
+    node.engine().execute(
+        &format!("INSERT INTO {COLLECTION} DOCUMENTS (:doc)"),
+        &params,
+    )?;
     Ok(())
 }
 
@@ -110,8 +115,13 @@ async fn arrive(node: &Node, id: &str) -> anyhow::Result<()> {
         if node.engine().get(COLLECTION, &id)?.is_some() {
             return Ok(());
         }
-        let remaining = TIMEOUT.checked_sub(started.elapsed()).context("timed out")?;
-        if tokio::time::timeout(remaining, commits.changed()).await.is_err() {
+        let remaining = TIMEOUT
+            .checked_sub(started.elapsed())
+            .context("timed out")?;
+        if tokio::time::timeout(remaining, commits.changed())
+            .await
+            .is_err()
+        {
             bail!("{id} did not cross the line in {TIMEOUT:?}");
         }
     }

@@ -213,7 +213,11 @@ fn same_rows(docs: &[Value], batch: usize) -> anyhow::Result<Vec<Vec<Row>>> {
             keys::META_MAX_HLC.to_vec(),
             hlc.to_raw().to_be_bytes().to_vec(),
         ));
-        rows.push((cf::META, keys::META_LSN.to_vec(), seq.to_be_bytes().to_vec()));
+        rows.push((
+            cf::META,
+            keys::META_LSN.to_vec(),
+            seq.to_be_bytes().to_vec(),
+        ));
         out.push(rows);
     }
     Ok(out)

@@ -20,7 +20,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use serde_json::Value;
 use trellis_common::codec::encode_doc;
 use trellis_common::ids::CollectionName;
 use trellis_common::query::Params;
@@ -79,7 +78,10 @@ async fn wait_for_lsn(node: &Node, lsn: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     while *watch.borrow_and_update() < lsn {
         let remaining = TIMEOUT.saturating_sub(started.elapsed());
-        if tokio::time::timeout(remaining, watch.changed()).await.is_err() {
+        if tokio::time::timeout(remaining, watch.changed())
+            .await
+            .is_err()
+        {
             bail!(
                 "sync did not finish in {TIMEOUT:?}: LSN {} of {lsn}",
                 *watch.borrow()
@@ -109,7 +111,12 @@ fn payload_since(node: &Node, after: u64) -> anyhow::Result<u64> {
 
 /// B's view of its session with A: (wire bytes both ways, request waves).
 async fn session_figures(node: &Node) -> anyhow::Result<(u64, u64)> {
-    let peers = node.sync().context("the mesh runs")?.peers().peers().await?;
+    let peers = node
+        .sync()
+        .context("the mesh runs")?
+        .peers()
+        .peers()
+        .await?;
     let peer = peers.first().context("B has a session with A")?;
     let bytes: u64 = peer
         .links
@@ -140,10 +147,19 @@ pub(crate) fn run(quick: bool) -> anyhow::Result<()> {
 
 async fn measure(quick: bool) -> anyhow::Result<()> {
     let n = if quick { 10_000 } else { 100_000 };
-    let changes: &[usize] = if quick { &[1, 100, 1_000] } else { &[1, 100, 10_000] };
+    let changes: &[usize] = if quick {
+        &[1, 100, 1_000]
+    } else {
+        &[1, 100, 10_000]
+    };
     let dir = tempfile::tempdir()?;
     let subscription = format!("SELECT * FROM {COLLECTION}");
-    let a = Node::spawn(node_config(&dir.path().join("a"), Vec::new(), &subscription)).await?;
+    let a = Node::spawn(node_config(
+        &dir.path().join("a"),
+        Vec::new(),
+        &subscription,
+    ))
+    .await?;
     load(&a, n)?;
     let a_addr = tcp_addr(&a).await?;
     let b_config = node_config(&dir.path().join("b"), vec![a_addr], &subscription);
@@ -200,9 +216,7 @@ pub(crate) fn load(node: &Node, n: usize) -> anyhow::Result<()> {
 /// transactions of [`LOAD_BATCH`] statements.
 fn change(node: &Node, n: usize, d: usize, round: usize) -> anyhow::Result<()> {
     // 7 is prime to every n used here, so the picks are distinct.
-    let ids: Vec<String> = (0..d)
-        .map(|i| format!("doc-{:07}", i * 7 % n))
-        .collect();
+    let ids: Vec<String> = (0..d).map(|i| format!("doc-{:07}", i * 7 % n)).collect();
     for chunk in ids.chunks(LOAD_BATCH) {
         let script: Vec<String> = chunk
             .iter()

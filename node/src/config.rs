@@ -313,16 +313,13 @@ impl Config {
         if self.mesh.enabled && self.mesh.listen.is_empty() && self.mesh.peers.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "mesh.listen",
-                problem: "the mesh is enabled but neither listens nor has peers to dial"
-                    .to_owned(),
+                problem: "the mesh is enabled but neither listens nor has peers to dial".to_owned(),
             });
         }
         for query in &self.mesh.subscriptions {
-            trellis_common::sync::Subscription::parse(query).map_err(|e| {
-                ConfigError::Invalid {
-                    key: "mesh.subscriptions",
-                    problem: e.to_string(),
-                }
+            trellis_common::sync::Subscription::parse(query).map_err(|e| ConfigError::Invalid {
+                key: "mesh.subscriptions",
+                problem: e.to_string(),
             })?;
         }
         Ok(())

@@ -228,7 +228,9 @@ async fn script(dir: PathBuf, options: DemoOptions) -> anyhow::Result<()> {
 
     c.stop().await?;
     say("pi-c is switched off.");
-    a.execute(r#"INSERT INTO cars DOCUMENTS ({"_id": "van-2", "plate": "VN-2", "color": "white"})"#)?;
+    a.execute(
+        r#"INSERT INTO cars DOCUMENTS ({"_id": "van-2", "plate": "VN-2", "color": "white"})"#,
+    )?;
     a.execute("UPDATE cars SET crew.medic = 'Bo' WHERE _id = 'truck-7'")?;
     say("Meanwhile tablet-a inserts van-2 and adds a medic to truck-7's crew.");
     c.start().await?;

@@ -173,8 +173,14 @@ pub async fn start(
     });
     *handle.inner.mesh.lock() = Some(mesh);
     handle.apply_subscriptions().await?;
+    if !settings.listen.is_empty() {
+        handle.wait_for_listeners().await;
+    }
     Ok(handle)
 }
+
+/// How long [`start`] waits for the listeners to come up.
+const LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The NetConfig for mesh settings.
 pub fn net_config(settings: &MeshSettings) -> Result<NetConfig, crate::config::ConfigError> {
@@ -247,9 +253,8 @@ impl SyncHandle {
     pub async fn unsubscribe(&self, id_or_query: &str) -> Result<bool, SyncError> {
         let _changing = self.inner.changing.lock().await;
         let matches = |query: &str| {
-            Subscription::parse(query).is_ok_and(|s| {
-                hex(&s.id.0) == id_or_query || s.text == id_or_query.trim()
-            })
+            Subscription::parse(query)
+                .is_ok_and(|s| hex(&s.id.0) == id_or_query || s.text == id_or_query.trim())
         };
         if let Some(query) = self.inner.from_config.iter().find(|q| matches(q)) {
             return Err(SyncError::FromConfig(query.clone()));
@@ -319,6 +324,24 @@ impl SyncHandle {
         if let Some(mesh) = mesh {
             mesh.shutdown().await;
         }
+    }
+
+    /// Waits (a little) until the swarm reports its listen addresses, so that what
+    /// `start` returns can be asked for them; a port that cannot be bound is logged by
+    /// the swarm, and the node still dials its peers.
+    async fn wait_for_listeners(&self) {
+        let started = std::time::Instant::now();
+        while started.elapsed() < LISTEN_WAIT {
+            match self.inner.client.listen_addrs().await {
+                Ok(addrs) if !addrs.is_empty() => return,
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                Err(_) => return,
+            }
+        }
+        tracing::warn!(
+            "the mesh is not listening after {} s; check mesh.listen (is the port taken?)",
+            LISTEN_WAIT.as_secs()
+        );
     }
 
     fn added(&self) -> Result<Vec<String>, SyncError> {

@@ -110,3 +110,63 @@ fn type_errors_and_unknown_keys_name_the_key() {
         Ok(())
     });
 }
+
+#[test]
+fn the_mesh_section_parses_from_toml_and_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "mesh.toml",
+            "[mesh]\nmdns = false\npeers = [\"/ip4/10.0.0.2/tcp/4681\"]\n\
+             subscriptions = [\"SELECT * FROM cars WHERE color = 'blue'\"]\n",
+        )?;
+        let config = Config::load(Some(Path::new("mesh.toml"))).unwrap();
+        assert!(!config.mesh.mdns);
+        assert_eq!(config.mesh.peer_addrs().unwrap().len(), 1);
+        assert_eq!(
+            config.mesh.subscriptions,
+            vec!["SELECT * FROM cars WHERE color = 'blue'".to_owned()]
+        );
+        // Lists in the environment are TOML arrays, strings in double quotes.
+        jail.set_env(
+            "TRELLIS_MESH__LISTEN",
+            r#"["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]"#,
+        );
+        jail.set_env(
+            "TRELLIS_MESH__SUBSCRIPTIONS",
+            r#"["SELECT * FROM cars WHERE color = 'red'"]"#,
+        );
+        let config = Config::load(Some(Path::new("mesh.toml"))).unwrap();
+        assert_eq!(config.mesh.listen_addrs().unwrap().len(), 2);
+        assert_eq!(
+            config.mesh.subscriptions,
+            vec!["SELECT * FROM cars WHERE color = 'red'".to_owned()]
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_mesh_settings_name_the_key() {
+    Jail::expect_with(|jail| {
+        jail.set_env("TRELLIS_MESH__PEERS", r#"["10.0.0.2:4681"]"#);
+        let message = Config::load(None).unwrap_err().to_string();
+        assert!(
+            message.contains("mesh.peers") && message.contains("10.0.0.2:4681"),
+            "{message}"
+        );
+        jail.set_env("TRELLIS_MESH__PEERS", "[]");
+        jail.set_env("TRELLIS_MESH__SUBSCRIPTIONS", r#"["DELETE FROM cars"]"#);
+        assert_eq!(invalid_key(Config::load(None)), "mesh.subscriptions");
+        jail.set_env(
+            "TRELLIS_MESH__SUBSCRIPTIONS",
+            r#"["SELECT * FROM cars WHERE a = :p"]"#,
+        );
+        assert_eq!(invalid_key(Config::load(None)), "mesh.subscriptions");
+        jail.set_env("TRELLIS_MESH__SUBSCRIPTIONS", "[]");
+        jail.set_env("TRELLIS_MESH__LISTEN", "[]");
+        assert_eq!(invalid_key(Config::load(None)), "mesh.listen");
+        jail.set_env("TRELLIS_MESH__ENABLED", "false");
+        Config::load(None).unwrap();
+        Ok(())
+    });
+}

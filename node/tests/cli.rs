@@ -1,6 +1,6 @@
 //! The built `trellis-node` binary: `run` on a temporary data directory and a free
-//! port, `query` through the API (INSERT then SELECT), `status`, `export`, then SIGTERM
-//! and a clean exit 0.
+//! port, `query` through the API (INSERT then SELECT), `status`, `peers`, `export`,
+//! then SIGTERM and a clean exit 0.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -61,6 +61,8 @@ fn run_query_and_stop_gracefully() {
         .current_dir(dir.path())
         .env("TRELLIS_DATA_DIR", dir.path().join("data"))
         .env("TRELLIS_API__LISTEN", &listen)
+        .env("TRELLIS_MESH__LISTEN", r#"["/ip4/127.0.0.1/tcp/0"]"#)
+        .env("TRELLIS_MESH__MDNS", "false")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -103,6 +105,16 @@ fn run_query_and_stop_gracefully() {
         selected["documents"],
         serde_json::json!([{"title": "water the plants"}])
     );
+
+    // `peers`: the node is in the mesh (listening, no peers yet).
+    let presence = json_stdout(&cli(&["peers", "--api", &api], dir.path()));
+    assert!(
+        presence["listen"][0]
+            .as_str()
+            .is_some_and(|a| a.starts_with("/ip4/127.0.0.1/tcp/")),
+        "{presence}"
+    );
+    assert_eq!(presence["peers"], serde_json::json!([]));
 
     // A query error is reported with its position and a non-zero exit.
     let bad = cli(&["query", "SELECT * FORM tasks", "--api", &api], dir.path());

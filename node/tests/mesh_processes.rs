@@ -47,7 +47,7 @@ struct Proc {
 }
 
 impl Proc {
-    fn new(dir: &Path, name: &'static str, peers: &[&str], subscriptions: &[&str]) -> Self {
+    async fn new(dir: &Path, name: &'static str, peers: &[&str], subscriptions: &[&str]) -> Self {
         let api_port = free_tcp_port();
         let tcp = format!("/ip4/127.0.0.1/tcp/{}", free_tcp_port());
         let quic = format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_udp_port());
@@ -77,16 +77,37 @@ impl Proc {
             child: None,
         };
         proc.start();
+        proc.wait_up().await;
         proc
+    }
+
+    /// Waits until the API answers (the node opened its store and joined the mesh).
+    async fn wait_up(&mut self) {
+        let started = Instant::now();
+        while self.api.get("/v1/health").await.is_err() {
+            if let Some(exit) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "{} exited at start: {exit:?} (see {})",
+                    self.name,
+                    self.log().display()
+                );
+            }
+            assert!(started.elapsed() < WAIT, "{} did not come up", self.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "trellis-mesh-{}-{}.log",
+            self.name,
+            std::process::id()
+        ))
     }
 
     fn start(&mut self) {
         assert!(self.child.is_none(), "{} is running", self.name);
-        let log = std::env::temp_dir().join(format!(
-            "trellis-mesh-{}-{}.log",
-            self.name,
-            std::process::id()
-        ));
+        let log = self.log();
         let child = Command::new(BIN)
             .arg("run")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -173,10 +194,10 @@ fn absent(car: Option<&Value>) -> bool {
 async fn three_processes_in_a_line_sync_survive_a_kill_and_heal_a_partition() {
     let dir = tempfile::tempdir().unwrap();
     let all = ["SELECT * FROM cars"];
-    let mut b = Proc::new(dir.path(), "b", &[], &all);
+    let mut b = Proc::new(dir.path(), "b", &[], &all).await;
     let (b_tcp, b_quic) = (b.tcp.clone(), b.quic.clone());
-    let a = Proc::new(dir.path(), "a", &[&b_tcp], &all);
-    let mut c = Proc::new(dir.path(), "c", &[&b_quic], &all);
+    let a = Proc::new(dir.path(), "a", &[&b_tcp], &all).await;
+    let mut c = Proc::new(dir.path(), "c", &[&b_quic], &all).await;
 
     // A write on A reaches C through B (A and C have no link).
     a.execute(r#"INSERT INTO cars DOCUMENTS ({"_id": "t1", "color": "blue", "km": 1})"#)
@@ -186,11 +207,16 @@ async fn three_processes_in_a_line_sync_survive_a_kill_and_heal_a_partition() {
 
     // Update and delete travel the same way.
     a.execute("UPDATE cars SET km = 2 WHERE _id = 't1'").await;
-    c.wait_for_car("t1", "update on A", is(json!({"_id": "t1", "color": "blue", "km": 2})))
-        .await;
+    c.wait_for_car(
+        "t1",
+        "update on A",
+        is(json!({"_id": "t1", "color": "blue", "km": 2})),
+    )
+    .await;
     a.execute(r#"INSERT INTO cars DOCUMENTS ({"_id": "gone", "color": "grey"})"#)
         .await;
-    c.wait_for_car("gone", "insert on A", |car| car.is_some()).await;
+    c.wait_for_car("gone", "insert on A", |car| car.is_some())
+        .await;
     a.execute("DELETE FROM cars WHERE _id = 'gone'").await;
     c.wait_for_car("gone", "delete on A", absent).await;
 
@@ -200,14 +226,19 @@ async fn three_processes_in_a_line_sync_survive_a_kill_and_heal_a_partition() {
         .await;
     a.execute("UPDATE cars SET km = 3 WHERE _id = 't1'").await;
     c.start();
+    c.wait_up().await;
     c.wait_for_car(
         "while-c-was-down",
         "catching up after SIGKILL",
         is(json!({"_id": "while-c-was-down", "color": "red"})),
     )
     .await;
-    c.wait_for_car("t1", "catching up after SIGKILL", is(json!({"_id": "t1", "color": "blue", "km": 3})))
-        .await;
+    c.wait_for_car(
+        "t1",
+        "catching up after SIGKILL",
+        is(json!({"_id": "t1", "color": "blue", "km": 3})),
+    )
+    .await;
 
     // Partition: B stops; A and C write on both sides, also to the same document.
     b.stop();
@@ -215,16 +246,27 @@ async fn three_processes_in_a_line_sync_survive_a_kill_and_heal_a_partition() {
         .await;
     c.execute(r#"INSERT INTO cars DOCUMENTS ({"_id": "from-c", "color": "white"})"#)
         .await;
-    a.execute("UPDATE cars SET color = 'black' WHERE _id = 't1'").await;
-    c.execute("UPDATE cars APPLY km INCREMENT BY 10 WHERE _id = 't1'").await;
+    a.execute("UPDATE cars SET color = 'black' WHERE _id = 't1'")
+        .await;
+    c.execute("UPDATE cars APPLY km INCREMENT BY 10 WHERE _id = 't1'")
+        .await;
     // Heal.
     b.start();
+    b.wait_up().await;
     let t1 = json!({"_id": "t1", "color": "black", "km": 13});
     for node in [&a, &b, &c] {
-        node.wait_for_car("from-a", "healing", is(json!({"_id": "from-a", "color": "green"})))
-            .await;
-        node.wait_for_car("from-c", "healing", is(json!({"_id": "from-c", "color": "white"})))
-            .await;
+        node.wait_for_car(
+            "from-a",
+            "healing",
+            is(json!({"_id": "from-a", "color": "green"})),
+        )
+        .await;
+        node.wait_for_car(
+            "from-c",
+            "healing",
+            is(json!({"_id": "from-c", "color": "white"})),
+        )
+        .await;
         node.wait_for_car("t1", "healing", is(t1.clone())).await;
     }
 }
@@ -232,39 +274,63 @@ async fn three_processes_in_a_line_sync_survive_a_kill_and_heal_a_partition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_selective_subscriber_gets_the_blue_cars_only_and_sees_a_repaint() {
     let dir = tempfile::tempdir().unwrap();
-    let b = Proc::new(dir.path(), "b", &[], &["SELECT * FROM cars"]);
-    let a = Proc::new(dir.path(), "a", &[&b.tcp], &["SELECT * FROM cars"]);
+    let b = Proc::new(dir.path(), "b", &[], &["SELECT * FROM cars"]).await;
+    let a = Proc::new(dir.path(), "a", &[&b.tcp], &["SELECT * FROM cars"]).await;
     // D hangs off B and asks only for blue cars; B relays for it.
     let d = Proc::new(
         dir.path(),
         "d",
         &[&b.quic],
         &["SELECT * FROM cars WHERE color = 'blue'"],
-    );
+    )
+    .await;
 
     a.execute(
         r#"INSERT INTO cars DOCUMENTS ({"_id": "blue-1", "color": "blue"}), ({"_id": "red-1", "color": "red"}), ({"_id": "blue-2", "color": "blue"})"#,
     )
     .await;
-    d.wait_for_car("blue-1", "blue car", is(json!({"_id": "blue-1", "color": "blue"})))
-        .await;
-    d.wait_for_car("blue-2", "blue car", is(json!({"_id": "blue-2", "color": "blue"})))
-        .await;
+    d.wait_for_car(
+        "blue-1",
+        "blue car",
+        is(json!({"_id": "blue-1", "color": "blue"})),
+    )
+    .await;
+    d.wait_for_car(
+        "blue-2",
+        "blue car",
+        is(json!({"_id": "blue-2", "color": "blue"})),
+    )
+    .await;
     // B holds everything (it subscribes to all cars), so the red car has been sent as
     // far as it would go; D must not have it.
-    b.wait_for_car("red-1", "red car on B", |car| car.is_some()).await;
+    b.wait_for_car("red-1", "red car on B", |car| car.is_some())
+        .await;
     assert_eq!(d.car("red-1").await, None, "D received a red car");
 
     // Repainted red on A: D, which holds it, is told.
-    a.execute("UPDATE cars SET color = 'red' WHERE _id = 'blue-2'").await;
-    d.wait_for_car("blue-2", "repaint", is(json!({"_id": "blue-2", "color": "red"})))
+    a.execute("UPDATE cars SET color = 'red' WHERE _id = 'blue-2'")
         .await;
+    d.wait_for_car(
+        "blue-2",
+        "repaint",
+        is(json!({"_id": "blue-2", "color": "red"})),
+    )
+    .await;
     // And a car that becomes blue arrives.
-    a.execute("UPDATE cars SET color = 'blue' WHERE _id = 'red-1'").await;
-    d.wait_for_car("red-1", "newly blue", is(json!({"_id": "red-1", "color": "blue"})))
+    a.execute("UPDATE cars SET color = 'blue' WHERE _id = 'red-1'")
         .await;
+    d.wait_for_car(
+        "red-1",
+        "newly blue",
+        is(json!({"_id": "red-1", "color": "blue"})),
+    )
+    .await;
 
     // D's presence shows its one peer, B.
     let presence = d.api.get("/v1/presence").await.unwrap();
-    assert_eq!(presence["peers"].as_array().map(Vec::len), Some(1), "{presence}");
+    assert_eq!(
+        presence["peers"].as_array().map(Vec::len),
+        Some(1),
+        "{presence}"
+    );
 }

@@ -992,6 +992,95 @@ fn rocks() -> Made {
     rocks_with(Durability::Sync)
 }
 
+fn changes_are_numbered_for_sync(store: &dyn Store) {
+    let cars = coll("cars");
+    let vans = coll("vans");
+    let mut a = replica(1);
+    assert_eq!(store.lsn(), 0);
+    apply(
+        store,
+        &a.insert(&cars, &id("c1"), &json!({"n": 1, "k": "x"}), T)
+            .unwrap(),
+    );
+    apply(
+        store,
+        &a.insert(&cars, &id("c2"), &json!({"n": 2}), T + 1).unwrap(),
+    );
+    apply(
+        store,
+        &a.insert(&vans, &id("v1"), &json!({"n": 3}), T + 2).unwrap(),
+    );
+    let update = a
+        .update(&cars, &id("c1"), &[set("n", json!(10))], T + 3)
+        .unwrap();
+    apply(store, &update);
+    assert_eq!(store.lsn(), 4);
+    // A duplicate changes nothing and takes no number.
+    apply(store, &update);
+    assert_eq!(store.lsn(), 4);
+
+    let all = store.changed_since(&cars, 0, 0, 10).unwrap();
+    let order: Vec<(String, u64, bool)> = all
+        .iter()
+        .map(|d| (d.id.to_string(), d.lsn, d.whole))
+        .collect();
+    assert_eq!(
+        order,
+        vec![("c2".to_owned(), 2, true), ("c1".to_owned(), 4, true)]
+    );
+    assert_eq!(Some(&all[1].state), a.state(&cars, &id("c1")));
+    // After LSN 2: only c1, and only the entry the update changed.
+    let later = store.changed_since(&cars, 2, 2, 10).unwrap();
+    assert_eq!(later.len(), 1);
+    assert!(!later[0].whole);
+    assert_eq!(later[0].fragment, update.changes[0].state);
+    // Paging with the cursor, and collections kept apart.
+    let first = store.changed_since(&cars, 0, 0, 1).unwrap();
+    assert_eq!(first.len(), 1);
+    let next = store.changed_since(&cars, 0, first[0].lsn, 1).unwrap();
+    assert_eq!(next[0].id, id("c1"));
+    assert_eq!(store.changed_since(&vans, 0, 0, 10).unwrap().len(), 1);
+    // Evicted documents leave the index.
+    store.evict(&cars, &[id("c2")]).unwrap();
+    let left: Vec<DocId> = store
+        .changed_since(&cars, 0, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(left, vec![id("c1")]);
+}
+
+fn bookmarks_are_committed_with_their_batch(store: &dyn Store) {
+    use trellis_common::sync::{Incarnation, QueryId};
+    let cars = coll("cars");
+    let peer = Incarnation::from_u64(9);
+    let query = QueryId::of("SELECT * FROM cars");
+    assert_eq!(store.bookmark(&peer, &query).unwrap(), 0);
+    let mut a = replica(1);
+    let mut batch = WriteBatch::from(a.insert(&cars, &id("c1"), &json!({"n": 1}), T).unwrap());
+    batch.set_bookmark(peer, query, 41);
+    batch.set_bookmark(peer, query, 42);
+    store.apply(&batch).unwrap();
+    assert_eq!(store.bookmark(&peer, &query).unwrap(), 42);
+    // A bookmark alone is a write too.
+    let mut alone = WriteBatch::new();
+    alone.set_bookmark(peer, QueryId::of("SELECT * FROM vans"), 7);
+    store.apply(&alone).unwrap();
+    assert_eq!(
+        store
+            .bookmark(&peer, &QueryId::of("SELECT * FROM vans"))
+            .unwrap(),
+        7
+    );
+    // A batch that fails records no bookmark.
+    let big = json!({"blob": "x".repeat(MAX_DOC_BYTES + 1)});
+    let mut failing = WriteBatch::from(a.insert(&cars, &id("big"), &big, T + 1).unwrap());
+    failing.set_bookmark(peer, query, 99);
+    assert!(store.apply(&failing).is_err());
+    assert_eq!(store.bookmark(&peer, &query).unwrap(), 42);
+}
+
 /// The property test writes thousands of times: without the fsync, which changes
 /// nothing of the semantics.
 fn rocks_buffered() -> Made {
@@ -1024,6 +1113,8 @@ macro_rules! contract {
                 blobs_are_content_addressed_chunked_and_verified,
                 blobs_fetched_chunk_by_chunk_are_verified_before_use,
                 unreferenced_blobs_are_garbage_collected,
+                changes_are_numbered_for_sync,
+                bookmarks_are_committed_with_their_batch,
             );
 
             proptest! {
@@ -1175,9 +1266,10 @@ fn a_corrupt_stored_document_is_a_clear_error_not_a_panic() {
         json_of(&store, &cars, &id("good")),
         Some(json!({"_id": "good", "n": 1}))
     );
-    // An unknown future document format is corrupt too, with the codec's explanation.
+    // An unknown future document format is corrupt too, with the codec's explanation
+    // (after an empty change-number header).
     store
-        .raw_put(cf::DOCS, &keys::doc_key(&cars, &id("bad")), &[7, 1, 2])
+        .raw_put(cf::DOCS, &keys::doc_key(&cars, &id("bad")), &[0, 7, 1, 2])
         .unwrap();
     let err = store.get(&cars, &id("bad")).unwrap_err();
     assert!(err.to_string().contains("unknown format version"), "{err}");
@@ -1190,7 +1282,7 @@ fn a_store_written_by_a_newer_build_is_refused_on_open() {
         let store = open(&dir);
         assert_eq!(
             store.raw_get(cf::META, keys::META_FORMAT_VERSION).unwrap(),
-            Some(1u32.to_be_bytes().to_vec())
+            Some(2u32.to_be_bytes().to_vec())
         );
         store
             .raw_put(cf::META, keys::META_FORMAT_VERSION, &3u32.to_be_bytes())
@@ -1201,13 +1293,94 @@ fn a_store_written_by_a_newer_build_is_refused_on_open() {
         err,
         StoreError::NewerFormat {
             found: 3,
-            supported: 1
+            supported: 2
         }
     ));
     assert_eq!(
         err.to_string(),
-        "store format 3 is newer than this build (1): upgrade trellis-node"
+        "store format 3 is newer than this build (2): upgrade trellis-node"
     );
+}
+
+#[test]
+fn a_format_1_store_is_migrated_on_open() {
+    use trellis_common::codec::encode_doc;
+    let dir = tempfile::tempdir().unwrap();
+    let cars = coll("cars");
+    let mut a = replica(1);
+    let incarnation;
+    {
+        let store = open(&dir);
+        incarnation = store.incarnation();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            apply(
+                &store,
+                &a.insert(&cars, &id(name), &json!({"n": i}), T + i as u64)
+                    .unwrap(),
+            );
+        }
+        // Rewrite it as format 1 wrote it: bare encoded documents, no change numbers.
+        for name in ["a", "b", "c"] {
+            let state = store.get(&cars, &id(name)).unwrap().unwrap();
+            store
+                .raw_put(
+                    cf::DOCS,
+                    &keys::doc_key(&cars, &id(name)),
+                    &encode_doc(&state),
+                )
+                .unwrap();
+        }
+        store
+            .raw_put(cf::META, keys::META_FORMAT_VERSION, &1u32.to_be_bytes())
+            .unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(
+        store.raw_get(cf::META, keys::META_FORMAT_VERSION).unwrap(),
+        Some(2u32.to_be_bytes().to_vec())
+    );
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            store.get(&cars, &id(name)).unwrap().as_ref(),
+            a.state(&cars, &id(name))
+        );
+    }
+    let numbered: Vec<(DocId, u64)> = store
+        .changed_since(&cars, 0, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id, d.lsn))
+        .collect();
+    assert_eq!(numbered, vec![(id("a"), 1), (id("b"), 2), (id("c"), 3)]);
+    assert_eq!(store.lsn(), 3);
+    // A migration starts a new life of the store: peers' bookmarks are not reused.
+    assert_ne!(store.incarnation(), incarnation);
+}
+
+#[test]
+fn the_lsn_and_the_incarnation_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let cars = coll("cars");
+    let mut a = replica(1);
+    let (lsn, incarnation) = {
+        let store = open(&dir);
+        apply(
+            &store,
+            &a.insert(&cars, &id("a"), &json!({"n": 1}), T).unwrap(),
+        );
+        apply(
+            &store,
+            &a.insert(&cars, &id("b"), &json!({"n": 2}), T + 1).unwrap(),
+        );
+        (store.lsn(), store.incarnation())
+    };
+    let store = open(&dir);
+    assert_eq!((store.lsn(), store.incarnation()), (lsn, incarnation));
+    apply(
+        &store,
+        &a.insert(&cars, &id("c"), &json!({"n": 3}), T + 2).unwrap(),
+    );
+    assert_eq!(store.lsn(), lsn + 1);
 }
 
 #[test]

@@ -179,8 +179,8 @@ impl DocLsns {
     /// Reads a stored form from the start of `bytes`, for `state`; returns it and the
     /// number of bytes it took.
     pub fn decode(bytes: &[u8], state: &DocState) -> Result<(Self, usize), DocLsnsError> {
-        let (stored, rest) = postcard::take_from_bytes::<Stored>(bytes)
-            .map_err(|e| DocLsnsError(e.to_string()))?;
+        let (stored, rest) =
+            postcard::take_from_bytes::<Stored>(bytes).map_err(|e| DocLsnsError(e.to_string()))?;
         let used = bytes.len() - rest.len();
         let Stored::V1 { lsn, older, parts } = stored;
         if older.is_empty() && parts.is_empty() {
@@ -242,7 +242,10 @@ mod tests {
         let doc = DocState::insert_delta(ctx(10, 1), &json!({"a": 1, "b": 2, "n": 0})).unwrap();
         let mut lsns = DocLsns::new(1);
         let set = doc
-            .update_delta(ctx(20, 2), &[Mutation::Set(Path::parse_dotted("b"), json!(3))])
+            .update_delta(
+                ctx(20, 2),
+                &[Mutation::Set(Path::parse_dotted("b"), json!(3))],
+            )
             .unwrap();
         let after = merged(&doc, &set);
         assert!(lsns.record(&doc, &after, 2));

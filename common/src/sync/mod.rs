@@ -33,10 +33,10 @@ use crate::crdt::DocState;
 
 pub use frame::{Frame, FrameError, Hello, Message};
 pub use interest::{Interest, InterestTable, MAX_INTEREST_HOPS, Subscription, SubscriptionError};
+pub use lsn::{DocLsns, DocLsnsError};
 pub use session::{
     CloseReason, Event, Input, LocalHello, Output, Session, SessionConfig, SessionStats,
 };
-pub use lsn::{DocLsns, DocLsnsError};
 pub use store::{ChangedDoc, MemoryStore, StoreFailure, SyncStore};
 
 /// A receipt sequence number: a store's local, strictly increasing count of the

@@ -1358,7 +1358,10 @@ impl Session {
         id: &DocId,
         theirs: Digest,
     ) -> Result {
-        if store.doc(collection, id)?.is_some_and(|s| Digest::of(&s) == theirs) {
+        if store
+            .doc(collection, id)?
+            .is_some_and(|s| Digest::of(&s) == theirs)
+        {
             self.note_echo(collection, id, theirs);
         }
         Ok(())

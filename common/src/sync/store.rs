@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{Incarnation, Lsn, QueryId};
 use super::lsn::DocLsns;
+use super::{Incarnation, Lsn, QueryId};
 use crate::crdt::{Crdt, DocState};
 use crate::ids::{CollectionName, DocId};
 

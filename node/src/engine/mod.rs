@@ -34,15 +34,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use serde_json::Value;
+use tokio::sync::watch;
 use trellis_common::clock::{Clock, DEFAULT_MAX_FORWARD_DRIFT_MS, Hlc, Observation};
 use trellis_common::crdt::{DocState, VersionVector};
-use tokio::sync::watch;
 use trellis_common::delta::{Delta, DocChange};
 use trellis_common::ids::{ActorId, CollectionName, DocId};
-use trellis_common::sync::{Incarnation, Lsn, QueryId};
 use trellis_common::query::{
     CreateIndex, DropIndex, Params, Removal, Select, Statement, parse, parse_script,
 };
+use trellis_common::sync::{Incarnation, Lsn, QueryId};
 
 pub use error::EngineError;
 pub use observe::{Observer, ObserverDiff};

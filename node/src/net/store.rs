@@ -18,8 +18,8 @@ use trellis_common::ids::{CollectionName, DocId};
 use trellis_common::sync::{ChangedDoc, Incarnation, Lsn, QueryId, StoreFailure, SyncStore};
 
 use crate::engine::Engine;
+use crate::store::BlobHash;
 use crate::store::blobs::CHUNK_SIZE;
-use crate::store::{BlobHash, BlobStore};
 
 /// Held fragments beyond this many are committed at once, without waiting for the
 /// flush (bounds memory on a large initial sync).
@@ -75,9 +75,7 @@ impl EngineSyncStore {
             return Ok(());
         }
         let held = std::mem::take(&mut self.held);
-        self.engine
-            .apply_sync(held, &bookmarks)
-            .map_err(failure)?;
+        self.engine.apply_sync(held, &bookmarks).map_err(failure)?;
         self.states.clear();
         if with_bookmarks {
             self.bookmarks.clear();
@@ -177,10 +175,7 @@ impl SyncStore for EngineSyncStore {
         if let Some(lsn) = self.bookmarks.get(&(*peer, *query)) {
             return Ok(*lsn);
         }
-        self.engine
-            .store()
-            .bookmark(peer, query)
-            .map_err(failure)
+        self.engine.store().bookmark(peer, query).map_err(failure)
     }
 
     fn set_bookmark(
@@ -197,7 +192,11 @@ impl SyncStore for EngineSyncStore {
         self.commit(true)
     }
 
-    fn blob_chunk(&self, hash: &[u8; 32], index: u32) -> Result<Option<(u32, Vec<u8>)>, StoreFailure> {
+    fn blob_chunk(
+        &self,
+        hash: &[u8; 32],
+        index: u32,
+    ) -> Result<Option<(u32, Vec<u8>)>, StoreFailure> {
         let store = self.engine.store();
         let hash = BlobHash::from_bytes(*hash);
         let Some(len) = store.blob_len(&hash).map_err(failure)? else {

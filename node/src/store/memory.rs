@@ -161,7 +161,10 @@ impl Store for MemoryStore {
                     return Ok(None);
                 };
                 let key = (c.clone(), id.clone());
-                Ok(Some((state.clone(), lsns.get(&key).cloned().unwrap_or_default())))
+                Ok(Some((
+                    state.clone(),
+                    lsns.get(&key).cloned().unwrap_or_default(),
+                )))
             })?
         };
         inner.generation += 1;

@@ -284,9 +284,12 @@ impl RocksStore {
             .get_cf(meta, keys::META_INCARNATION)
             .map_err(self.err())?
         {
-            Some(bytes) => Incarnation(bytes.as_slice().try_into().map_err(|_| {
-                StoreError::corrupt_meta("incarnation", "expected 16 bytes")
-            })?),
+            Some(bytes) => Incarnation(
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::corrupt_meta("incarnation", "expected 16 bytes"))?,
+            ),
             None => return Err(StoreError::corrupt_meta("incarnation", "missing")),
         };
         let mut indexes = BTreeMap::new();
@@ -778,7 +781,10 @@ impl Store for RocksStore {
         let snapshot = self.db.snapshot();
         opts.set_snapshot(&snapshot);
         let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::LSNS), opts);
-        it.seek(keys::lsn_key(collection, cursor.max(after).saturating_add(1)));
+        it.seek(keys::lsn_key(
+            collection,
+            cursor.max(after).saturating_add(1),
+        ));
         let mut out = Vec::new();
         while out.len() < limit {
             let Some((key, value)) = it.item() else {

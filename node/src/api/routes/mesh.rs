@@ -10,8 +10,8 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::api::error::ApiError;
-use crate::api::{ApiJson, ApiState};
 use crate::api::openapi::ErrorBody;
+use crate::api::{ApiJson, ApiState};
 use crate::sync::{Presence, SubscriptionInfo, SyncError, SyncHandle};
 
 pub(crate) fn router() -> Router<ApiState> {
