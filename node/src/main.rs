@@ -59,10 +59,12 @@ enum Command {
     Import(ImportArgs),
     /// Show Trellis at work on this machine, with nothing to configure.
     ///
-    /// Runs a scripted demonstration with embedded defaults and prints each step in
-    /// plain words: documents written in one place, edited concurrently elsewhere, and
-    /// merged to the same result everywhere. Use it to check that a build works on a
-    /// device before deploying it.
+    /// Starts three real nodes (data under a temporary directory, APIs and mesh links on
+    /// loopback) linked in a line, and prints each step of a script in plain words: a
+    /// document written on one end appears on the other, concurrent edits merge, a
+    /// stopped node catches up after its restart, a delete propagates. Then the nodes
+    /// keep running for you to try with curl, until Ctrl-C. Use it to check that a build
+    /// works on a device before deploying it.
     Demo(DemoArgs),
 }
 
@@ -137,9 +139,8 @@ struct ImportArgs {
 
 #[derive(Debug, Args)]
 struct DemoArgs {
-    /// Exit when the scripted part ends: status 0 if every step succeeded, non-zero if
-    /// any failed. Use this in scripts and CI. (Today the demo always exits after its
-    /// script; later versions keep the nodes running unless this flag is given.)
+    /// Exit when the scripted part ends (status 0 if every step succeeded, non-zero if
+    /// any failed) instead of leaving the nodes running. Use this in scripts and CI.
     #[arg(long)]
     once: bool,
 }
@@ -151,7 +152,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The demo speaks for itself on standard output; its nodes log only problems.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    init_tracing(default_filter);
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -226,9 +232,9 @@ fn print_json(value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Human-readable logs on standard error, filtered by `RUST_LOG` (default `info`).
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Human-readable logs on standard error, filtered by `RUST_LOG` (else `default`).
+fn init_tracing(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -14,10 +14,13 @@ use utoipa::ToSchema;
 use crate::config::MeshSettings;
 use crate::engine::Engine;
 use crate::identity::Identity;
+use crate::net::presence::Topology;
 use crate::net::{
-    EngineSyncStore, Mesh, MeshConfig, NetConfig, NetError, Peers, PeersError, SharedStore,
-    keypair_from_secret,
+    EngineSyncStore, Mesh, MeshConfig, MeshEvent, NetConfig, NetError, Peers, PeersError,
+    SharedStore, keypair_from_secret,
 };
+use trellis_common::sync::Event;
+use trellis_common::sync::frame::{self, Links};
 
 /// The `meta` key of the subscriptions added through the API (a JSON array of texts).
 const SUBSCRIPTIONS_KEY: &str = "sync/subscriptions";
@@ -87,6 +90,28 @@ pub struct PeerInfo {
     pub hops: u32,
 }
 
+/// A link another node announced.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MeshLink {
+    /// The node at the other end (hex node id).
+    pub peer: String,
+    /// `tcp`, `quic`, `ble` or `memory`.
+    pub kind: String,
+    /// Round-trip time in milliseconds.
+    pub rtt_ms: u32,
+}
+
+/// A node of the mesh graph.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MeshNodeInfo {
+    /// Its node id (hex).
+    pub node_id: String,
+    /// Hops from this node (0: this node).
+    pub hops: u32,
+    /// Its direct links, as it announced them.
+    pub links: Vec<MeshLink>,
+}
+
 /// This node in the mesh.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Presence {
@@ -98,6 +123,9 @@ pub struct Presence {
     pub listen: Vec<String>,
     /// Our direct peers.
     pub peers: Vec<PeerInfo>,
+    /// Every node reachable through the mesh, nearest first, with hop counts (from the
+    /// links each node announces; a node appears once some announcement names it).
+    pub mesh: Vec<MeshNodeInfo>,
 }
 
 /// The running mesh of a node, as the API and the node handle use it. Cheap to clone.
@@ -116,8 +144,10 @@ struct Inner {
     /// Serialises subscription changes (read, change, store, apply).
     changing: tokio::sync::Mutex<()>,
     mesh: Mutex<Option<Mesh>>,
-    /// Stops the task that forwards local commits to the mesh.
+    /// Stops the tasks that forward local commits and announce presence.
     cancel: tokio_util::sync::CancellationToken,
+    node_key: Vec<u8>,
+    topology: Mutex<Topology>,
 }
 
 /// Starts the mesh on the engine's store: listens, dials the static peers, applies the
@@ -151,8 +181,11 @@ pub async fn start(
             changing: tokio::sync::Mutex::new(()),
             mesh: Mutex::new(None),
             cancel: tokio_util::sync::CancellationToken::new(),
+            node_key: identity.public_key().to_vec(),
+            topology: Mutex::new(Topology::new()),
         }),
     };
+    tokio::spawn(announce_presence(handle.clone(), mesh.peers().events()));
     // Local commits move the store's LSN; every session then pushes what changed.
     let mut lsn = engine.watch_lsn();
     let peers = mesh.peers().clone();
@@ -279,7 +312,28 @@ impl SyncHandle {
             .await
             .map_err(|e| SyncError::Failed(e.to_string()))?;
         let peers = self.inner.peers.peers().await?;
+        let mesh = self
+            .inner
+            .topology
+            .lock()
+            .graph(&self.inner.node_key)
+            .into_iter()
+            .map(|node| MeshNodeInfo {
+                node_id: hex(&node.node_id),
+                hops: node.hops,
+                links: node
+                    .links
+                    .iter()
+                    .map(|l| MeshLink {
+                        peer: hex(&l.peer),
+                        kind: l.kind.clone(),
+                        rtt_ms: l.rtt_ms,
+                    })
+                    .collect(),
+            })
+            .collect();
         Ok(Presence {
+            mesh,
             peer_id: self.inner.client.peer_id().to_string(),
             node_id: self.inner.node_id.clone(),
             listen: listen.iter().map(Multiaddr::to_string).collect(),
@@ -372,6 +426,74 @@ impl SyncHandle {
         let queries: Vec<String> = self.subscriptions()?.into_iter().map(|s| s.query).collect();
         self.inner.peers.set_subscriptions(queries).await?;
         Ok(())
+    }
+}
+
+/// How often this node announces its links (and expires old announcements).
+const ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Announces this node's links every [`ANNOUNCE_EVERY`], keeps what the peers announce
+/// and passes on what is new (see `net::presence`); a peer that connects gets everything
+/// known at once.
+async fn announce_presence(
+    handle: SyncHandle,
+    mut events: tokio::sync::broadcast::Receiver<MeshEvent>,
+) {
+    let inner = &handle.inner;
+    let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = inner.cancel.cancelled() => return,
+            _ = tick.tick() => {
+                let Ok(peers) = inner.peers.peers().await else { return };
+                let links = peers
+                    .iter()
+                    .filter_map(|p| {
+                        let node = p.node_id.clone()?;
+                        let chosen = p.links.iter().find(|l| Some(l.id) == p.chosen)?;
+                        Some(frame::LinkInfo {
+                            peer: node,
+                            kind: chosen.kind.to_string(),
+                            rtt_ms: chosen
+                                .stats
+                                .rtt
+                                .map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+                            bytes_in: p.links.iter().map(|l| l.stats.bytes_in).sum(),
+                            bytes_out: p.links.iter().map(|l| l.stats.bytes_out).sum(),
+                        })
+                    })
+                    .collect();
+                let now = wall_ms();
+                let own = Links { origin: inner.node_key.clone(), version: now, links };
+                let mut topology = inner.topology.lock();
+                topology.expire(now);
+                topology.update(own.clone(), now);
+                drop(topology);
+                inner.peers.announce(own);
+            }
+            event = events.recv() => match event {
+                Ok(MeshEvent::Sync { event: Event::Links(links), .. }) => {
+                    if inner.topology.lock().update(links.clone(), wall_ms()) {
+                        inner.peers.announce(links);
+                    }
+                }
+                Ok(MeshEvent::PeerUp { .. }) => {
+                    let known: Vec<Links> = inner.topology.lock().all().cloned().collect();
+                    for links in known {
+                        inner.peers.announce(links);
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
     }
 }
 

@@ -205,6 +205,31 @@ async fn three_processes_in_a_line_sync_survive_a_kill_and_heal_a_partition() {
     let t1 = json!({"_id": "t1", "color": "blue", "km": 1});
     c.wait_for_car("t1", "insert on A", is(t1)).await;
 
+    // Presence: A draws the whole line, C two hops away, from the links B and C
+    // announce (A never talks to C).
+    let c_id = c.api.get("/v1/presence").await.unwrap()["node_id"].clone();
+    let started = Instant::now();
+    loop {
+        let presence = a.api.get("/v1/presence").await.unwrap();
+        let hops: Vec<u64> = presence["mesh"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["hops"].as_u64().unwrap())
+            .collect();
+        let c_hops = presence["mesh"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == c_id)
+            .map(|n| n["hops"].clone());
+        if hops == [0, 1, 2] && c_hops == Some(json!(2)) {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "A's view of the mesh: {presence}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Update and delete travel the same way.
     a.execute("UPDATE cars SET km = 2 WHERE _id = 't1'").await;
     c.wait_for_car(

@@ -25,6 +25,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use trellis_common::sync::frame::Links;
 use trellis_common::sync::{
     Event, Hello, Input, Interest, LocalHello, Lsn, Output, Session, SessionConfig, SessionStats,
     SyncStore,
@@ -129,6 +130,7 @@ pub(crate) struct DriverSetup {
     pub(crate) links: mpsc::Receiver<Box<dyn Link>>,
     pub(crate) reports: mpsc::Sender<Report>,
     pub(crate) events: broadcast::Sender<MeshEvent>,
+    pub(crate) gossip: broadcast::Receiver<Links>,
     pub(crate) status: Arc<Mutex<PeerStatus>>,
     pub(crate) cancel: CancellationToken,
 }
@@ -137,6 +139,10 @@ pub(crate) struct DriverSetup {
 const WRITE_QUEUE: usize = 32;
 /// Frames queued from the link readers.
 const READ_QUEUE: usize = 128;
+/// Frames waiting for the link beyond this many bytes stop the pushes and timers that
+/// make more (answers to the peer's requests still go out): the session's output stays
+/// bounded however slow the link.
+const MAX_OUTBOX_BYTES: usize = 16 << 20;
 /// Inputs handed to the session in one blocking call, at most.
 const BATCH: usize = 64;
 /// How long a closing session may take to flush its `Goodbye`.
@@ -164,6 +170,8 @@ struct Driver {
     tasks: JoinSet<()>,
     frames_tx: mpsc::Sender<LinkMsg>,
     outbox: VecDeque<Vec<u8>>,
+    /// Bytes in `outbox`.
+    outbox_bytes: usize,
 }
 
 /// Runs a peer's session until it closes, its last link goes, or `cancel` fires.
@@ -179,6 +187,7 @@ pub(crate) async fn run(setup: DriverSetup, first: Box<dyn Link>) -> Ended {
         tasks: JoinSet::new(),
         frames_tx,
         outbox: VecDeque::new(),
+        outbox_bytes: 0,
     };
     driver.add_link(first);
     let outcome = driver.run(&mut frames_rx).await;
@@ -212,6 +221,7 @@ impl Driver {
                     match permit {
                         Ok(permit) => {
                             if let Some(frame) = self.outbox.pop_front() {
+                                self.outbox_bytes -= frame.len();
                                 permit.send(frame);
                             }
                         }
@@ -246,17 +256,30 @@ impl Driver {
                     Some(link) => self.add_link(link),
                     None => return Outcome::Shutdown,
                 },
-                _ = ticker.tick() => {
+                _ = ticker.tick(), if self.outbox_bytes < MAX_OUTBOX_BYTES => {
                     inputs.push(Input::Tick);
                     self.reselect();
                 }
-                changed = lsn_rx.changed() => {
+                // While the link is behind, local changes wait in the watch, which keeps
+                // only the latest LSN: the next push covers them all at once.
+                changed = lsn_rx.changed(), if self.outbox_bytes < MAX_OUTBOX_BYTES => {
                     if changed.is_err() {
                         return Outcome::Shutdown;
                     }
                     let lsn = *lsn_rx.borrow_and_update();
                     inputs.push(Input::LocalChange { lsn });
                 }
+                links = self.setup.gossip.recv() => match links {
+                    Ok(links) => {
+                        // Not back to the node that announced it.
+                        let origin = self.setup.status.lock().node_id.clone();
+                        if origin.as_ref() != Some(&links.origin) {
+                            inputs.push(Input::SendLinks(links));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Outcome::Shutdown,
+                },
                 changed = self.setup.interest.changed() => {
                     if changed.is_err() {
                         return Outcome::Shutdown;
@@ -372,7 +395,10 @@ impl Driver {
         let mut closed = None;
         for output in outputs {
             match output {
-                Output::Send(frame) => self.outbox.push_back(frame),
+                Output::Send(frame) => {
+                    self.outbox_bytes += frame.len();
+                    self.outbox.push_back(frame);
+                }
                 Output::Close { reason } => {
                     tracing::warn!(%peer, %reason, "sync session closed");
                     closed = Some(reason.to_string());

@@ -9,12 +9,15 @@
 //! - [`peers`]: one session per peer whatever its links; link choice; the interest
 //!   table.
 //! - [`driver`]: the task that runs a peer's `common::sync::Session` over its links.
+//! - [`presence`]: the mesh's shape from the links every node announces.
+//! - [`store`]: the node's store as sessions see it.
 //!
 //! [`Mesh`] wires them together for a node.
 
 pub mod driver;
 pub mod link;
 pub mod peers;
+pub mod presence;
 pub mod protocol;
 pub mod store;
 pub mod swarm;

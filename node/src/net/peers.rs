@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::{self, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use trellis_common::sync::frame::Links;
 use trellis_common::sync::{
     Interest, InterestTable, LocalHello, Lsn, SessionConfig, SessionStats, Subscription,
     SubscriptionError,
@@ -159,6 +160,9 @@ const COMMAND_QUEUE: usize = 64;
 const REPORT_QUEUE: usize = 256;
 /// Links waiting for a driver.
 const LINK_QUEUE: usize = 8;
+/// Presence announcements queued per driver (a lagging driver skips some; nodes
+/// re-announce every few seconds).
+const GOSSIP_QUEUE: usize = 64;
 
 /// A handle on the peer table. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -166,6 +170,7 @@ pub struct Peers {
     commands: mpsc::Sender<Command>,
     lsn: watch::Sender<Lsn>,
     events: broadcast::Sender<MeshEvent>,
+    gossip: broadcast::Sender<Links>,
 }
 
 impl Peers {
@@ -183,6 +188,7 @@ impl Peers {
         let current = store.lock().current_lsn();
         let (lsn, _) = watch::channel(current);
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let (gossip, _) = broadcast::channel(GOSSIP_QUEUE);
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let (reports_tx, reports) = mpsc::channel(REPORT_QUEUE);
         let (client, net_events) = match net {
@@ -196,6 +202,7 @@ impl Peers {
             epoch: Instant::now(),
             lsn: lsn.clone(),
             events: events.clone(),
+            gossip: gossip.clone(),
             reports_tx,
             drivers: HashMap::new(),
             tasks: JoinSet::new(),
@@ -210,7 +217,14 @@ impl Peers {
             commands: commands_tx,
             lsn,
             events,
+            gossip,
         }
+    }
+
+    /// Sends a presence announcement to every peer but its origin (see
+    /// [`super::presence`]).
+    pub fn announce(&self, links: Links) {
+        let _ = self.gossip.send(links);
     }
 
     /// Adds a link to a peer (its session starts with its first link).
@@ -276,6 +290,7 @@ struct Table {
     epoch: Instant,
     lsn: watch::Sender<Lsn>,
     events: broadcast::Sender<MeshEvent>,
+    gossip: broadcast::Sender<Links>,
     reports_tx: mpsc::Sender<Report>,
     drivers: HashMap<PeerId, DriverEntry>,
     tasks: JoinSet<Ended>,
@@ -391,6 +406,7 @@ impl Table {
             links,
             reports: self.reports_tx.clone(),
             events: self.events.clone(),
+            gossip: self.gossip.subscribe(),
             status: status.clone(),
             cancel: self.cancel.child_token(),
         };
