@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod fetch;
 pub mod identity;
 pub mod net;
 pub mod node;

@@ -13,6 +13,8 @@ use utoipa::ToSchema;
 
 use crate::config::MeshSettings;
 use crate::engine::Engine;
+use crate::fetch::{FetchProgress, Fetcher};
+use crate::store::BlobHash;
 use crate::identity::Identity;
 use crate::net::presence::Topology;
 use crate::net::{
@@ -148,6 +150,7 @@ struct Inner {
     cancel: tokio_util::sync::CancellationToken,
     node_key: Vec<u8>,
     topology: Mutex<Topology>,
+    fetcher: Fetcher,
 }
 
 /// Starts the mesh on the engine's store: listens, dials the static peers, applies the
@@ -171,6 +174,7 @@ pub async fn start(
     };
     let mesh = Mesh::spawn(keypair, config, store, local)
         .map_err(|e: NetError| SyncError::Failed(format!("cannot start the mesh: {e}")))?;
+    let cancel = tokio_util::sync::CancellationToken::new();
     let handle = SyncHandle {
         inner: Arc::new(Inner {
             peers: mesh.peers().clone(),
@@ -180,9 +184,15 @@ pub async fn start(
             from_config: settings.subscriptions.clone(),
             changing: tokio::sync::Mutex::new(()),
             mesh: Mutex::new(None),
-            cancel: tokio_util::sync::CancellationToken::new(),
             node_key: identity.public_key().to_vec(),
             topology: Mutex::new(Topology::new()),
+            fetcher: Fetcher::spawn(
+                Arc::clone(&engine),
+                mesh.peers().clone(),
+                mesh.peers().events(),
+                cancel.clone(),
+            ),
+            cancel,
         }),
     };
     tokio::spawn(announce_presence(handle.clone(), mesh.peers().events()));
@@ -359,6 +369,20 @@ impl SyncHandle {
                 })
                 .collect(),
         })
+    }
+
+    /// Starts (or resumes) fetching an attachment of `len` bytes from the peers.
+    pub async fn fetch(&self, hash: BlobHash, len: u64) -> Result<FetchProgress, SyncError> {
+        self.inner
+            .fetcher
+            .start(hash, len)
+            .await
+            .ok_or_else(|| SyncError::Failed("the mesh is stopping".to_owned()))
+    }
+
+    /// The progress of a fetch started earlier.
+    pub async fn fetch_progress(&self, hash: BlobHash) -> Option<FetchProgress> {
+        self.inner.fetcher.progress(hash).await
     }
 
     /// The libp2p side (dial, listen addresses).

@@ -242,3 +242,101 @@ async fn presence_shows_the_peer_and_documents_flow_between_the_engines() {
     second.sync.shutdown().await;
     first.sync.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attachment_is_fetched_from_a_peer_in_chunks_and_resumes() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use trellis_node::store::BlobHash;
+
+    let first = MeshApi::new(Vec::new()).await;
+    let second = MeshApi::new(vec![first.tcp_addr().await]).await;
+    // Five chunks and a bit, with a recognisable pattern.
+    let bytes: Vec<u8> = (0..(5 * 65_536 + 1_234)).map(|i| (i % 251) as u8).collect();
+    let upload = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/attachments")
+        .body(Body::from(bytes.clone()))
+        .unwrap();
+    let token = first.api.send(upload).await.expect(201);
+    let hash = token["_attachment"].as_str().unwrap().to_owned();
+    let len = token["len"].as_u64().unwrap();
+
+    // The second node already has chunk 1 (say, from an interrupted fetch).
+    let blob = BlobHash::from_hex(&hash).unwrap();
+    second
+        .api
+        .engine
+        .store()
+        .put_chunk(&blob, len, 1, &bytes[65_536..131_072])
+        .unwrap();
+
+    let uri = format!("/v1/attachments/{hash}/fetch");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The peers may still be linking: ask until a fetch runs or completes.
+    let started = loop {
+        let reply = second
+            .call(Method::POST, &uri, Some(json!({ "len": len })))
+            .await;
+        let body = reply.json();
+        if body["state"] != "failed" {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "fetch never started: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(started["chunks"], 6);
+    loop {
+        let progress = second.call(Method::GET, &uri, None).await.expect(200);
+        if progress["state"] == "complete" {
+            assert_eq!(progress["chunks_stored"], 6);
+            break;
+        }
+        assert_eq!(progress["state"], "running", "{progress}");
+        assert!(Instant::now() < deadline, "fetch did not finish: {progress}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let download = second.call(Method::GET, &format!("/v1/attachments/{hash}"), None).await;
+    assert_eq!(download.status.as_u16(), 200);
+    assert_eq!(download.bytes.as_ref(), bytes.as_slice());
+
+    // Asking again for a stored blob is complete at once (200).
+    second
+        .call(Method::POST, &uri, Some(json!({ "len": len })))
+        .await
+        .expect(200);
+    second.sync.shutdown().await;
+    first.sync.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attachment_no_peer_has_fails_with_a_reason_and_bad_hashes_are_400() {
+    let node = MeshApi::new(Vec::new()).await;
+    let unknown = "ab".repeat(32);
+    let body = node
+        .call(
+            Method::POST,
+            &format!("/v1/attachments/{unknown}/fetch"),
+            Some(json!({"len": 10})),
+        )
+        .await
+        .expect(202);
+    assert_eq!(body["state"], "failed");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no connected peer has this attachment")
+    );
+    node.call(Method::GET, "/v1/attachments/zz/fetch", None)
+        .await
+        .expect(400);
+    node.call(
+        Method::GET,
+        &format!("/v1/attachments/{}/fetch", "cd".repeat(32)),
+        None,
+    )
+    .await
+    .expect(404);
+    node.sync.shutdown().await;
+}

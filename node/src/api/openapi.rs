@@ -51,6 +51,8 @@ pub struct ErrorDetail {
         mesh::add_subscription,
         mesh::remove_subscription,
         mesh::presence,
+        mesh::fetch_attachment,
+        mesh::fetch_progress,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),

@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use trellis_common::sync::frame::Links;
+use trellis_common::sync::frame::{BlobWant, Links};
 use trellis_common::sync::{
     Event, Hello, Input, Interest, LocalHello, Lsn, Output, Session, SessionConfig, SessionStats,
     SyncStore,
@@ -128,6 +128,7 @@ pub(crate) struct DriverSetup {
     pub(crate) lsn: watch::Sender<Lsn>,
     pub(crate) interest: watch::Receiver<Vec<Interest>>,
     pub(crate) links: mpsc::Receiver<Box<dyn Link>>,
+    pub(crate) blob_wants: mpsc::Receiver<BlobWant>,
     pub(crate) reports: mpsc::Sender<Report>,
     pub(crate) events: broadcast::Sender<MeshEvent>,
     pub(crate) gossip: broadcast::Receiver<Links>,
@@ -269,6 +270,7 @@ impl Driver {
                     let lsn = *lsn_rx.borrow_and_update();
                     inputs.push(Input::LocalChange { lsn });
                 }
+                Some(want) = self.setup.blob_wants.recv() => inputs.push(Input::WantBlob(want)),
                 links = self.setup.gossip.recv() => match links {
                     Ok(links) => {
                         // Not back to the node that announced it.

@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::{self, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use trellis_common::sync::frame::Links;
+use trellis_common::sync::frame::{BlobWant, Links};
 use trellis_common::sync::{
     Interest, InterestTable, LocalHello, Lsn, SessionConfig, SessionStats, Subscription,
     SubscriptionError,
@@ -152,6 +152,11 @@ enum Command {
     Peers {
         reply: oneshot::Sender<Vec<PeerSummary>>,
     },
+    WantBlob {
+        peer: PeerId,
+        want: BlobWant,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// Commands waiting for the peer table.
@@ -163,6 +168,8 @@ const LINK_QUEUE: usize = 8;
 /// Presence announcements queued per driver (a lagging driver skips some; nodes
 /// re-announce every few seconds).
 const GOSSIP_QUEUE: usize = 64;
+/// Attachment requests queued per driver.
+const BLOB_WANT_QUEUE: usize = 16;
 
 /// A handle on the peer table. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -255,6 +262,15 @@ impl Peers {
         rx.await.map_err(|_| PeersError::Stopped)
     }
 
+    /// Asks `peer` for chunks of an attachment; the chunks arrive as
+    /// `Event::BlobChunk` events. Returns whether the request was handed to the peer's
+    /// session (false: no session, or too many requests queued).
+    pub async fn want_blob(&self, peer: PeerId, want: BlobWant) -> Result<bool, PeersError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::WantBlob { peer, want, reply }).await?;
+        rx.await.map_err(|_| PeersError::Stopped)
+    }
+
     /// The peers with a session, and their links.
     pub async fn peers(&self) -> Result<Vec<PeerSummary>, PeersError> {
         let (reply, rx) = oneshot::channel();
@@ -279,6 +295,7 @@ impl Peers {
 struct DriverEntry {
     generation: u64,
     links: mpsc::Sender<Box<dyn Link>>,
+    blob_wants: mpsc::Sender<BlobWant>,
     interest: watch::Sender<Vec<Interest>>,
     status: Arc<Mutex<PeerStatus>>,
 }
@@ -347,6 +364,13 @@ impl Table {
                 self.refresh_interest();
                 let _ = reply.send(());
             }
+            Command::WantBlob { peer, want, reply } => {
+                let sent = self
+                    .drivers
+                    .get(&peer)
+                    .is_some_and(|entry| entry.blob_wants.try_send(want).is_ok());
+                let _ = reply.send(sent);
+            }
             Command::Peers { reply } => {
                 let mut list: Vec<PeerSummary> = self
                     .drivers
@@ -391,6 +415,7 @@ impl Table {
         self.generation += 1;
         let generation = self.generation;
         let (links_tx, links) = mpsc::channel(LINK_QUEUE);
+        let (blob_wants_tx, blob_wants) = mpsc::channel(BLOB_WANT_QUEUE);
         let (interest_tx, interest) = watch::channel(self.interest.toward(&peer));
         let status = Arc::new(Mutex::new(PeerStatus::default()));
         let setup = DriverSetup {
@@ -404,6 +429,7 @@ impl Table {
             lsn: self.lsn.clone(),
             interest,
             links,
+            blob_wants,
             reports: self.reports_tx.clone(),
             events: self.events.clone(),
             gossip: self.gossip.subscribe(),
@@ -418,6 +444,7 @@ impl Table {
             DriverEntry {
                 generation,
                 links: links_tx,
+                blob_wants: blob_wants_tx,
                 interest: interest_tx,
                 status,
             },
