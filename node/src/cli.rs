@@ -1,10 +1,10 @@
 //! The commands of the `trellis-node` binary other than `run` and `demo`: `query`,
-//! `status`, `peers`, `keygen`, `export`, `import`. Each works against a running node's API (the
+//! `status`, `peers`, `fetch`, `keygen`, `export`, `import`. Each works against a running node's API (the
 //! default: the address in the configuration) or directly on a data directory
 //! (`--data-dir`, only while no node runs on it). This is the binary's edge: errors
 //! are `anyhow`, worded for the person at the terminal.
 
-use std::io::{BufRead, BufWriter, IsTerminal, Write};
+use std::io::{BufRead, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -163,6 +163,53 @@ pub async fn peers(target: &Target) -> anyhow::Result<Value> {
     }
 }
 
+/// `trellis-node fetch`: fetches an attachment from the running node's peers, with a
+/// progress bar on a terminal; answers the final progress. `attachment` is the token
+/// (as JSON) or the hash, with `len` when it is the hash.
+pub async fn fetch(target: &Target, attachment: &str, len: Option<u64>) -> anyhow::Result<Value> {
+    let Target::Api(client) = target else {
+        bail!("fetching from peers needs the running node: drop --data-dir and ask its API");
+    };
+    let (hash, len) = match serde_json::from_str::<Value>(attachment) {
+        Ok(token @ Value::Object(_)) => {
+            let hash = token[crate::store::blobs::ATTACHMENT_KEY]
+                .as_str()
+                .context("the token has no '_attachment' hash")?
+                .to_owned();
+            let len = token["len"].as_u64().context("the token has no 'len'")?;
+            (hash, len)
+        }
+        _ => (
+            attachment.to_owned(),
+            len.context("give the attachment's length with --len, or pass its whole token")?,
+        ),
+    };
+    let path = format!("/v1/attachments/{}/fetch", encode_component(&hash));
+    let mut progress = client.post(&path, &json!({ "len": len })).await?;
+    let bar = indicatif::ProgressBar::new(len).with_style(indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+    )?);
+    loop {
+        let chunks = progress["chunks_stored"].as_u64().unwrap_or(0);
+        bar.set_position((chunks * crate::store::blobs::CHUNK_SIZE as u64).min(len));
+        match progress["state"].as_str() {
+            Some("running") => {}
+            Some("complete") => break,
+            _ => {
+                bar.abandon();
+                bail!(
+                    "fetching {hash} failed: {}",
+                    progress["error"].as_str().unwrap_or("unknown reason")
+                );
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        progress = client.get(&path).await?;
+    }
+    bar.finish_and_clear();
+    Ok(progress)
+}
+
 /// `trellis-node keygen`: makes the node's identity key in `data_dir` if there is none,
 /// and describes it.
 pub fn keygen(data_dir: &Path) -> anyhow::Result<Value> {
@@ -217,7 +264,10 @@ pub async fn import(
             docs.join(", ")
         )
     };
-    let progress = std::io::stderr().is_terminal();
+    // Drawn only when standard error is a terminal.
+    let progress = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} imported {pos} documents ({per_sec})")?,
+    );
     let mut batch = Map::new();
     let mut count = 0;
     let mut line = String::new();
@@ -244,16 +294,12 @@ pub async fn import(
                 .await
                 .with_context(|| format!("importing the documents before line {}", number + 1))?;
             count += n;
-            if progress {
-                eprint!("\rimported {count} documents");
-            }
+            progress.set_position(count as u64);
         }
         if read == 0 {
             break;
         }
     }
-    if progress {
-        eprintln!();
-    }
+    progress.finish_and_clear();
     Ok(count)
 }

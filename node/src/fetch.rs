@@ -266,7 +266,9 @@ impl Task {
                     tracing::info!(hash = %hash.to_hex(), len = fetch.len, "attachment fetched and verified");
                 }
                 Err(StoreError::BlobCorrupt { reason, .. }) => {
-                    fetch.fail(format!("the chunks received do not match the hash ({reason}); they were discarded"));
+                    fetch.fail(format!(
+                        "the chunks received do not match the hash ({reason}); they were discarded"
+                    ));
                 }
                 Err(e) => fetch.fail(e.to_string()),
             }
@@ -331,7 +333,10 @@ impl Task {
                 .put_chunk(&hash, fetch.len, chunk.index, &chunk.data)
                 .map_err(|e| e.to_string())
         } else {
-            Err(format!("peer says {} chunks, expected {}", chunk.total, fetch.chunks))
+            Err(format!(
+                "peer says {} chunks, expected {}",
+                chunk.total, fetch.chunks
+            ))
         };
         if let Err(error) = stored {
             tracing::warn!(%peer, hash = %hash.to_hex(), %error, "bad attachment chunk; asking another peer");

@@ -50,6 +50,9 @@ enum Command {
     /// Print the running node's mesh: its peer id, listen addresses, and each direct
     /// peer with its links (kind, address, round-trip time, bytes).
     Peers(TargetOpts),
+    /// Fetch an attachment from the running node's peers (resuming a fetch that was
+    /// interrupted), with a progress bar; prints the final progress as JSON.
+    Fetch(FetchArgs),
     /// Make this node's identity key (Ed25519) if there is none, and print its actor id
     /// and public key. `run` does this on first start too.
     Keygen(KeygenArgs),
@@ -105,6 +108,18 @@ struct QueryArgs {
     /// Values of the :name parameters, as a JSON object.
     #[arg(long)]
     args: Option<String>,
+    #[command(flatten)]
+    target: TargetOpts,
+}
+
+#[derive(Debug, Args)]
+struct FetchArgs {
+    /// The attachment's token as JSON (`{"_attachment": "<hash>", "len": n, ...}`), or
+    /// its hash with --len.
+    attachment: String,
+    /// The attachment's length in bytes, when giving the hash alone.
+    #[arg(long)]
+    len: Option<u64>,
     #[command(flatten)]
     target: TargetOpts,
 }
@@ -194,6 +209,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Command::Peers(opts) => {
                 let target = Target::resolve(&opts.into())?;
                 print_json(&cli::peers(&target).await?)?;
+            }
+            Command::Fetch(f) => {
+                let target = Target::resolve(&f.target.into())?;
+                print_json(&cli::fetch(&target, &f.attachment, f.len).await?)?;
             }
             Command::Keygen(KeygenArgs { data_dir, config }) => {
                 let data_dir = match data_dir {

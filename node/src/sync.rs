@@ -14,13 +14,13 @@ use utoipa::ToSchema;
 use crate::config::MeshSettings;
 use crate::engine::Engine;
 use crate::fetch::{FetchProgress, Fetcher};
-use crate::store::BlobHash;
 use crate::identity::Identity;
 use crate::net::presence::Topology;
 use crate::net::{
     EngineSyncStore, Mesh, MeshConfig, MeshEvent, NetConfig, NetError, Peers, PeersError,
     SharedStore, keypair_from_secret,
 };
+use crate::store::BlobHash;
 use trellis_common::sync::Event;
 use trellis_common::sync::frame::{self, Links};
 

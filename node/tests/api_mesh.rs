@@ -293,10 +293,15 @@ async fn an_attachment_is_fetched_from_a_peer_in_chunks_and_resumes() {
             break;
         }
         assert_eq!(progress["state"], "running", "{progress}");
-        assert!(Instant::now() < deadline, "fetch did not finish: {progress}");
+        assert!(
+            Instant::now() < deadline,
+            "fetch did not finish: {progress}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let download = second.call(Method::GET, &format!("/v1/attachments/{hash}"), None).await;
+    let download = second
+        .call(Method::GET, &format!("/v1/attachments/{hash}"), None)
+        .await;
     assert_eq!(download.status.as_u16(), 200);
     assert_eq!(download.bytes.as_ref(), bytes.as_slice());
 

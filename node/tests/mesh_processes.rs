@@ -351,6 +351,31 @@ async fn a_selective_subscriber_gets_the_blue_cars_only_and_sees_a_repaint() {
     )
     .await;
 
+    // `trellis-node fetch` on B takes an attachment from A, its peer, in chunks.
+    let blob = dir.path().join("photo.bin");
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&blob, &bytes).unwrap();
+    let upload = Command::new("curl")
+        .args(["-sf", "-X", "POST", "--data-binary"])
+        .arg(format!("@{}", blob.display()))
+        .arg(format!("{}/v1/attachments", a.api.base()))
+        .output()
+        .unwrap();
+    assert!(upload.status.success(), "{upload:?}");
+    let token = String::from_utf8(upload.stdout).unwrap();
+    let fetched = Command::new(BIN)
+        .args(["fetch", &token, "--api", b.api.base()])
+        .output()
+        .unwrap();
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let progress: Value = serde_json::from_slice(&fetched.stdout).unwrap();
+    assert_eq!(progress["state"], "complete");
+    assert_eq!(progress["chunks_stored"], 4);
+
     // D's presence shows its one peer, B.
     let presence = d.api.get("/v1/presence").await.unwrap();
     assert_eq!(
