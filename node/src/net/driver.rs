@@ -173,6 +173,60 @@ struct Driver {
     outbox: VecDeque<Vec<u8>>,
     /// Bytes in `outbox`.
     outbox_bytes: usize,
+    progress: SyncProgress,
+}
+
+/// Documents received from the peer, for the progress lines a long sync logs.
+struct SyncProgress {
+    /// Since the session started or last caught up.
+    received: u64,
+    logged_at: Instant,
+    started_at: Instant,
+}
+
+/// A sync that receives documents for longer than this logs its progress, this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+impl SyncProgress {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            received: 0,
+            logged_at: now,
+            started_at: now,
+        }
+    }
+
+    fn on_docs(&mut self, peer: PeerId, count: usize) {
+        if self.received == 0 {
+            self.started_at = Instant::now();
+            self.logged_at = self.started_at;
+        }
+        self.received += count as u64;
+        if self.logged_at.elapsed() >= PROGRESS_EVERY {
+            self.logged_at = Instant::now();
+            let secs = self.started_at.elapsed().as_secs_f64().max(0.001);
+            tracing::info!(
+                %peer,
+                documents = self.received,
+                per_second = (self.received as f64 / secs) as u64,
+                "syncing: documents received so far"
+            );
+        }
+    }
+
+    fn on_caught_up(&mut self, peer: PeerId) {
+        // Only a sync long enough to have logged progress says it finished.
+        if self.logged_at > self.started_at {
+            tracing::info!(
+                %peer,
+                documents = self.received,
+                seconds = self.started_at.elapsed().as_secs_f64(),
+                "caught up with the peer"
+            );
+        }
+        self.received = 0;
+    }
 }
 
 /// Runs a peer's session until it closes, its last link goes, or `cancel` fires.
@@ -189,6 +243,7 @@ pub(crate) async fn run(setup: DriverSetup, first: Box<dyn Link>) -> Ended {
         frames_tx,
         outbox: VecDeque::new(),
         outbox_bytes: 0,
+        progress: SyncProgress::new(),
     };
     driver.add_link(first);
     let outcome = driver.run(&mut frames_rx).await;
@@ -433,7 +488,9 @@ impl Driver {
                 // The peer table never waits on a driver, so this cannot deadlock.
                 let _ = self.setup.reports.send(report).await;
             }
-            Event::DocsChanged { .. } => {
+            Event::CaughtUp { .. } => self.progress.on_caught_up(peer),
+            Event::DocsChanged { docs } => {
+                self.progress.on_docs(peer, docs.len());
                 self.setup.lsn.send_if_modified(|current| {
                     let newer = lsn > *current;
                     if newer {
