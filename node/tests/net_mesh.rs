@@ -120,6 +120,70 @@ enum Garbage {
     Oversized,
     /// A well-framed frame of version 8.
     UnknownVersion,
+    /// A proper `Hello`, then a `Changes` frame whose document does not decode.
+    BadDelta,
+}
+
+/// A `Hello` and a `Changes` push whose document is corrupt: a valid frame with bytes
+/// flipped, from the end (where the document is), until the decoder rejects the
+/// document itself rather than the envelope.
+fn hello_then_bad_delta() -> Vec<Vec<u8>> {
+    use trellis_common::clock::Hlc;
+    use trellis_common::crdt::{DocState, Dot, Stamp, WriteContext};
+    use trellis_common::ids::{ActorId, CollectionName, DocId};
+    use trellis_common::sync::frame::{
+        self, BatchId, Changes, Check, DocItem, Frame, Hello, Message, PROTOCOL_VERSION,
+    };
+    use trellis_common::sync::{Capabilities, Incarnation};
+    const MAX: u32 = 1 << 20;
+    let actor = ActorId::from_u64(99);
+    let hello = Frame::V1(Message::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        node_id: vec![9; 32],
+        actor,
+        incarnation: Incarnation::from_u64(99),
+        capabilities: Capabilities::ALL,
+        max_frame_bytes: MAX,
+        admission: None,
+    }));
+    let ctx = WriteContext {
+        stamp: Stamp {
+            hlc: Hlc::new(1_790_000_000_000, 0),
+            actor,
+        },
+        dot: Dot { actor, seq: 1 },
+    };
+    let state = DocState::insert_delta(ctx, &json!({"a": 1, "b": "two", "c": [3]})).unwrap();
+    let changes = Frame::V1(Message::Changes(Changes {
+        batch: BatchId::Push(1),
+        collection: CollectionName::new("docs").unwrap(),
+        queries: vec![],
+        base: 0,
+        upto: 1,
+        part: 0,
+        parts: 1,
+        docs: vec![DocItem {
+            id: DocId::from_string("x").unwrap(),
+            matches: true,
+            check: Check::Whole,
+            piece: 0,
+            pieces: 1,
+            state,
+        }],
+    }));
+    let good = frame::encode(&changes, MAX).unwrap();
+    let bad = (0..good.len())
+        .rev()
+        .find_map(|i| {
+            let mut bytes = good.clone();
+            bytes[i] = bytes[i].wrapping_add(0x40);
+            match frame::decode(&bytes, MAX) {
+                Err(e) if e.to_string().contains("document") => Some(bytes),
+                _ => None,
+            }
+        })
+        .expect("some corruption of the document is caught as such");
+    vec![frame::encode(&hello, MAX).unwrap(), bad]
 }
 
 impl Garbage {
@@ -133,6 +197,10 @@ impl Garbage {
             Garbage::Bytes => framed(&[0, 0xff, 0xfe, 0x13, 0x37, 0x00, 0x42, 0x99]),
             Garbage::Oversized => 0xffff_fff0_u32.to_be_bytes().to_vec(),
             Garbage::UnknownVersion => framed(&[7, 1, 2, 3]),
+            Garbage::BadDelta => hello_then_bad_delta()
+                .iter()
+                .flat_map(|f| framed(f))
+                .collect(),
         }
     }
 
@@ -141,6 +209,7 @@ impl Garbage {
             Garbage::Bytes => "bad frame",
             Garbage::Oversized => "exceeds the limit",
             Garbage::UnknownVersion => "version",
+            Garbage::BadDelta => "document",
         }
     }
 }
@@ -189,9 +258,14 @@ async fn a_misbehaving_peer_is_dropped_while_the_others_keep_syncing() {
     let a_addr = a.addr().await;
     a.write("before", json!({"n": 0}));
     b.wait_for_doc("before", &json!({"n": 0})).await;
-    for (i, garbage) in [Garbage::Bytes, Garbage::Oversized, Garbage::UnknownVersion]
-        .into_iter()
-        .enumerate()
+    for (i, garbage) in [
+        Garbage::Bytes,
+        Garbage::Oversized,
+        Garbage::UnknownVersion,
+        Garbage::BadDelta,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut events = a.mesh.events();
         let bad = misbehave(a_addr.clone(), garbage).await;
