@@ -160,6 +160,42 @@ struct ActiveLink {
     stats: Arc<LinkStats>,
     writer: mpsc::Sender<Vec<u8>>,
     reader_cancel: CancellationToken,
+    throughput: Throughput,
+}
+
+/// The highest throughput seen on a link: bytes both ways per tick, counted only for
+/// ticks that moved at least [`Throughput::MIN_SAMPLE`] bytes (pings and heads say
+/// nothing about capacity).
+struct Throughput {
+    last_bytes: u64,
+    last_at: Instant,
+    peak: Option<u64>,
+}
+
+impl Throughput {
+    const MIN_SAMPLE: u64 = 64 * 1024;
+
+    fn new(stats: &LinkStats) -> Self {
+        let snapshot = stats.snapshot();
+        Self {
+            last_bytes: snapshot.bytes_in + snapshot.bytes_out,
+            last_at: Instant::now(),
+            peak: None,
+        }
+    }
+
+    fn sample(&mut self, stats: &LinkStats) {
+        let snapshot = stats.snapshot();
+        let bytes = snapshot.bytes_in + snapshot.bytes_out;
+        let moved = bytes.saturating_sub(self.last_bytes);
+        let secs = self.last_at.elapsed().as_secs_f64();
+        self.last_bytes = bytes;
+        self.last_at = Instant::now();
+        if moved >= Self::MIN_SAMPLE && secs > 0.0 {
+            let rate = (moved as f64 / secs) as u64;
+            self.peak = Some(self.peak.map_or(rate, |p| p.max(rate)));
+        }
+    }
 }
 
 struct Driver {
@@ -385,6 +421,7 @@ impl Driver {
             self.frames_tx.clone(),
             reader_cancel.clone(),
         ));
+        let throughput = Throughput::new(&stats);
         self.links.insert(
             id,
             ActiveLink {
@@ -393,12 +430,16 @@ impl Driver {
                 stats,
                 writer,
                 reader_cancel,
+                throughput,
             },
         );
         self.reselect();
     }
 
     fn reselect(&mut self) {
+        for link in self.links.values_mut() {
+            link.throughput.sample(&link.stats);
+        }
         let candidates: Vec<LinkCandidate> = self
             .links
             .iter()
@@ -406,6 +447,7 @@ impl Driver {
                 id: *id,
                 kind: l.kind,
                 rtt: l.stats.rtt(),
+                bandwidth: l.throughput.peak,
             })
             .collect();
         let chosen = choose_link(self.chosen, &candidates);

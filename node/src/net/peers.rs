@@ -3,8 +3,9 @@
 //! Links arrive from libp2p (one per connection) or from elsewhere (Bluetooth LE later,
 //! memory in tests) through [`Peers::add_link`]. The first link of a peer starts a
 //! driver ([`super::driver`]) that owns the peer's session; later links join that
-//! driver, which sends on the best one ([`choose_link`]: lowest measured round-trip
-//! time, then QUIC over TCP over BLE) and keeps going on the others when one is lost.
+//! driver, which sends on the best one ([`choose_link`]: a link measured as several
+//! times wider in bandwidth, else the lowest measured round-trip time, then QUIC over
+//! TCP over BLE) and keeps going on the others when one is lost.
 //! The table also keeps the node's [`InterestTable`]: when a peer's interest changes
 //! (or a peer leaves) it recomputes the interest towards every other peer and hands it
 //! to their drivers.
@@ -44,6 +45,9 @@ pub struct LinkCandidate {
     pub kind: LinkKind,
     /// Its measured round-trip time.
     pub rtt: Option<Duration>,
+    /// The highest throughput measured on it (bytes per second, both directions), once
+    /// enough data crossed it to tell ([`super::driver`] measures it).
+    pub bandwidth: Option<u64>,
 }
 
 /// Round-trip times closer than this (or than a fifth of the larger) count as equal, so
@@ -54,9 +58,22 @@ fn clearly_faster(a: Duration, b: Duration) -> bool {
     a + RTT_TOLERANCE.max(b / 5) < b
 }
 
-/// Orders candidates best first: a measured round-trip time beats none; a clearly lower
-/// one wins; otherwise the link kind decides (QUIC, TCP, BLE), then the older link.
+/// A measured bandwidth this many times another's wins whatever the round-trip times
+/// (a Bluetooth link with a short ping is still no match for Wi-Fi on a bulk sync).
+const BANDWIDTH_FACTOR: u64 = 4;
+
+/// Orders candidates best first: a link measured as several times faster in bandwidth
+/// wins; else a measured round-trip time beats none and a clearly lower one wins;
+/// otherwise the link kind decides (QUIC, TCP, BLE), then the older link.
 fn compare(a: &LinkCandidate, b: &LinkCandidate) -> Ordering {
+    if let (Some(x), Some(y)) = (a.bandwidth, b.bandwidth) {
+        if x >= y.saturating_mul(BANDWIDTH_FACTOR) {
+            return Ordering::Less;
+        }
+        if y >= x.saturating_mul(BANDWIDTH_FACTOR) {
+            return Ordering::Greater;
+        }
+    }
     match (a.rtt, b.rtt) {
         (Some(x), Some(y)) if clearly_faster(x, y) => return Ordering::Less,
         (Some(x), Some(y)) if clearly_faster(y, x) => return Ordering::Greater,
@@ -531,7 +548,38 @@ mod tests {
             id,
             kind,
             rtt: rtt_ms.map(Duration::from_millis),
+            bandwidth: None,
         }
+    }
+
+    #[test]
+    fn a_link_measured_several_times_wider_wins_over_a_quicker_ping() {
+        let ble = LinkCandidate {
+            bandwidth: Some(20_000),
+            ..link(0, LinkKind::Ble, Some(5))
+        };
+        let wifi = LinkCandidate {
+            bandwidth: Some(2_000_000),
+            ..link(1, LinkKind::Tcp, Some(30))
+        };
+        assert_eq!(choose_link(Some(0), &[ble, wifi]), Some(1));
+        // Within the factor, the round-trip time decides as before.
+        let close = LinkCandidate {
+            bandwidth: Some(60_000),
+            ..link(1, LinkKind::Tcp, Some(30))
+        };
+        assert_eq!(choose_link(None, &[ble, close]), Some(0));
+        // Unmeasured bandwidth: round-trip time, then kind.
+        assert_eq!(
+            choose_link(
+                None,
+                &[
+                    link(0, LinkKind::Ble, Some(5)),
+                    link(1, LinkKind::Tcp, Some(30))
+                ]
+            ),
+            Some(0)
+        );
     }
 
     #[test]
