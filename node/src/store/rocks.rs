@@ -343,7 +343,14 @@ impl RocksStore {
         self.db.write_opt(batch, &opts).map_err(self.err())
     }
 
-    fn read_doc(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>> {
+    /// Reads a stored document value and decodes it with `decode` (the state alone, or
+    /// with its change numbers).
+    fn read_doc_as<T>(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+        decode: impl FnOnce(&[u8]) -> std::result::Result<T, keys::KeyError>,
+    ) -> Result<Option<T>> {
         let key = keys::doc_key(collection, id);
         let Some(bytes) = self
             .db
@@ -352,9 +359,13 @@ impl RocksStore {
         else {
             return Ok(None);
         };
-        keys::decode_doc_value(&bytes)
+        decode(&bytes)
             .map(Some)
             .map_err(|e| StoreError::corrupt_doc(collection, id, e))
+    }
+
+    fn read_doc(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>> {
+        self.read_doc_as(collection, id, keys::decode_doc_value)
     }
 
     fn read_doc_with_lsns(
@@ -362,17 +373,7 @@ impl RocksStore {
         collection: &CollectionName,
         id: &DocId,
     ) -> Result<Option<(DocState, DocLsns)>> {
-        let key = keys::doc_key(collection, id);
-        let Some(bytes) = self
-            .db
-            .get_pinned_cf(self.cf(cf::DOCS), key)
-            .map_err(self.err())?
-        else {
-            return Ok(None);
-        };
-        keys::decode_doc_value_with_lsns(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::corrupt_doc(collection, id, e))
+        self.read_doc_as(collection, id, keys::decode_doc_value_with_lsns)
     }
 
     /// Writes raw bytes under a key of a column family, bypassing every invariant of
