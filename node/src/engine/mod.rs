@@ -374,10 +374,12 @@ impl Engine {
 
     /// Merges document fragments received by sync, and records the sync bookmarks they
     /// complete, in one commit (see `docs/sync.md`); otherwise as [`Engine::apply_remote`].
-    /// Returns the documents whose stored state changed.
+    /// Returns the documents whose stored state changed. The fragments are taken from
+    /// `changes`; when the commit fails they are put back, so the caller can retry
+    /// without having copied them.
     pub fn apply_sync(
         &self,
-        changes: Vec<DocChange>,
+        changes: &mut Vec<DocChange>,
         bookmarks: &[(Incarnation, QueryId, Lsn)],
     ) -> Result<Vec<(CollectionName, DocId)>, EngineError> {
         let wall = wall_ms();
@@ -387,7 +389,7 @@ impl Engine {
         let mut batch = WriteBatch::from(Delta {
             since: VersionVector::new(),
             until: VersionVector::new(),
-            changes,
+            changes: std::mem::take(changes),
         });
         for (peer, query, lsn) in bookmarks {
             batch.set_bookmark(*peer, *query, *lsn);
@@ -395,7 +397,17 @@ impl Engine {
         if writer.observers.len() == 0 {
             batch = batch.without_states();
         }
-        let applied = self.store.apply(&batch)?;
+        let applied = match self.store.apply(&batch) {
+            Ok(applied) => applied,
+            Err(e) => {
+                *changes = batch
+                    .into_deltas()
+                    .into_iter()
+                    .flat_map(|d| d.changes)
+                    .collect();
+                return Err(e.into());
+            }
+        };
         Self::observe_stamps(&mut writer, &batch.deltas()[0].changes, wall);
         self.committed(&mut writer, &applied);
         Ok(applied

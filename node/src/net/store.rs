@@ -17,9 +17,9 @@ use trellis_common::delta::DocChange;
 use trellis_common::ids::{CollectionName, DocId};
 use trellis_common::sync::{ChangedDoc, Incarnation, Lsn, QueryId, StoreFailure, SyncStore};
 
-use crate::engine::Engine;
-use crate::store::BlobHash;
+use crate::engine::{Engine, EngineError};
 use crate::store::blobs::CHUNK_SIZE;
+use crate::store::{BlobHash, StoreError};
 
 /// Held fragments beyond this many are committed at once, without waiting for the
 /// flush (bounds memory on a large initial sync).
@@ -74,8 +74,34 @@ impl EngineSyncStore {
         if self.held.is_empty() && bookmarks.is_empty() {
             return Ok(());
         }
-        let held = std::mem::take(&mut self.held);
-        self.engine.apply_sync(held, &bookmarks).map_err(failure)?;
+        match self.engine.apply_sync(&mut self.held, &bookmarks) {
+            Ok(_) => {}
+            // One document the store refuses (above the size limit) must not stop the
+            // rest, nor be asked for again forever: commit the others one by one and
+            // leave that one out (this node will not hold it).
+            Err(EngineError::Store(StoreError::DocumentTooLarge { .. })) => {
+                for change in std::mem::take(&mut self.held) {
+                    let (collection, id) = (change.collection.clone(), change.id.clone());
+                    match self.engine.apply_sync(&mut vec![change], &[]) {
+                        Ok(_) => {}
+                        Err(EngineError::Store(e @ StoreError::DocumentTooLarge { .. })) => {
+                            tracing::warn!(%collection, %id, error = %e, "a synced document is refused and left out");
+                        }
+                        Err(e) => return Err(failure(e)),
+                    }
+                }
+                self.engine
+                    .apply_sync(&mut Vec::new(), &bookmarks)
+                    .map_err(failure)?;
+            }
+            Err(e) => {
+                // The session closes; nothing held survives it.
+                self.held.clear();
+                self.states.clear();
+                self.bookmarks.clear();
+                return Err(failure(e));
+            }
+        }
         self.states.clear();
         if with_bookmarks {
             self.bookmarks.clear();
@@ -207,5 +233,97 @@ impl SyncStore for EngineSyncStore {
             .get_chunk(&hash, index)
             .map_err(failure)?
             .map(|bytes| (chunks, bytes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use trellis_common::clock::Hlc;
+    use trellis_common::crdt::{Dot, Stamp, WriteContext};
+    use trellis_common::ids::ActorId;
+
+    use super::*;
+    use crate::engine::EngineOptions;
+    use crate::store::{MAX_DOC_BYTES, MemoryStore, Store};
+
+    fn fragment(seq: u64, body: &serde_json::Value) -> DocState {
+        let actor = ActorId::from_u64(7);
+        let ctx = WriteContext {
+            stamp: Stamp {
+                hlc: Hlc::new(1_790_000_000_000, 0),
+                actor,
+            },
+            dot: Dot { actor, seq },
+        };
+        DocState::insert_delta(ctx, body).unwrap()
+    }
+
+    #[test]
+    fn writes_wait_for_the_flush_and_reads_see_them_meanwhile() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let engine = Arc::new(
+            Engine::open(
+                Arc::clone(&store),
+                ActorId::from_u64(1),
+                EngineOptions::default(),
+            )
+            .unwrap(),
+        );
+        let mut sync = EngineSyncStore::new(Arc::clone(&engine));
+        let cars = CollectionName::new("cars").unwrap();
+        let id = DocId::from_string("c1").unwrap();
+        let state = fragment(1, &json!({"color": "blue"}));
+        assert!(sync.apply(&cars, &id, &state).unwrap());
+        assert!(
+            !sync.apply(&cars, &id, &state).unwrap(),
+            "a duplicate changes nothing"
+        );
+        let peer = Incarnation::from_u64(2);
+        let query = QueryId::of("SELECT * FROM cars");
+        sync.set_bookmark(&peer, &query, 9).unwrap();
+        assert_eq!(sync.doc(&cars, &id).unwrap(), Some(state.clone()));
+        assert_eq!(sync.bookmark(&peer, &query).unwrap(), 9);
+        assert_eq!(
+            store.get(&cars, &id).unwrap(),
+            None,
+            "nothing committed yet"
+        );
+        assert_eq!(store.bookmark(&peer, &query).unwrap(), 0);
+        sync.flush().unwrap();
+        assert_eq!(store.get(&cars, &id).unwrap(), Some(state));
+        assert_eq!(store.bookmark(&peer, &query).unwrap(), 9);
+        assert_eq!(sync.current_lsn(), 1);
+    }
+
+    #[test]
+    fn a_document_above_the_size_limit_is_left_out_and_the_rest_commits() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let engine = Arc::new(
+            Engine::open(
+                Arc::clone(&store),
+                ActorId::from_u64(1),
+                EngineOptions::default(),
+            )
+            .unwrap(),
+        );
+        let mut sync = EngineSyncStore::new(engine);
+        let cars = CollectionName::new("cars").unwrap();
+        let (small, big) = (
+            DocId::from_string("small").unwrap(),
+            DocId::from_string("big").unwrap(),
+        );
+        let huge = "x".repeat(MAX_DOC_BYTES + 1);
+        sync.apply(&cars, &big, &fragment(1, &json!({"blob": huge})))
+            .unwrap();
+        sync.apply(&cars, &small, &fragment(2, &json!({"n": 1})))
+            .unwrap();
+        let peer = Incarnation::from_u64(2);
+        let query = QueryId::of("SELECT * FROM cars");
+        sync.set_bookmark(&peer, &query, 5).unwrap();
+        sync.flush().unwrap();
+        assert!(store.get(&cars, &small).unwrap().is_some());
+        assert_eq!(store.get(&cars, &big).unwrap(), None);
+        assert_eq!(store.bookmark(&peer, &query).unwrap(), 5);
     }
 }

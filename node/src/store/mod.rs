@@ -188,6 +188,11 @@ impl WriteBatch {
         &self.deltas
     }
 
+    /// The deltas, given back.
+    pub fn into_deltas(self) -> Vec<Delta> {
+        self.deltas
+    }
+
     /// Whether the batch holds no delta.
     pub fn is_empty(&self) -> bool {
         self.deltas.is_empty()
