@@ -102,6 +102,7 @@ fn every_message() -> Vec<Message> {
             upto: 120,
             part: 1,
             parts: 2,
+            names_all: false,
             docs: vec![DocItem {
                 id: id.clone(),
                 matches: false,

@@ -87,12 +87,13 @@ impl std::fmt::Debug for Command {
 }
 
 impl Fetcher {
-    /// Starts the fetcher task (stopped by `cancel`).
+    /// Starts the fetcher task in `tasks` (stopped by `cancel`).
     pub fn spawn(
         engine: Arc<Engine>,
         peers: Peers,
         events: broadcast::Receiver<MeshEvent>,
         cancel: CancellationToken,
+        tasks: &mut tokio::task::JoinSet<()>,
     ) -> Self {
         let (commands_tx, commands) = mpsc::channel(32);
         let task = Task {
@@ -100,7 +101,7 @@ impl Fetcher {
             peers,
             fetches: HashMap::new(),
         };
-        tokio::spawn(task.run(commands, events, cancel));
+        tasks.spawn(task.run(commands, events, cancel));
         Self {
             commands: commands_tx,
         }

@@ -146,8 +146,11 @@ struct Inner {
     /// Serialises subscription changes (read, change, store, apply).
     changing: tokio::sync::Mutex<()>,
     mesh: Mutex<Option<Mesh>>,
-    /// Stops the tasks that forward local commits and announce presence.
+    /// Stops the tasks that forward local commits, announce presence and fetch.
     cancel: tokio_util::sync::CancellationToken,
+    /// Those tasks; [`SyncHandle::shutdown`] waits for them, so that the engine (and the
+    /// store's lock) is released when it returns.
+    tasks: Mutex<tokio::task::JoinSet<()>>,
     node_key: Vec<u8>,
     topology: Mutex<Topology>,
     fetcher: Fetcher,
@@ -175,6 +178,7 @@ pub async fn start(
     let mesh = Mesh::spawn(keypair, config, store, local)
         .map_err(|e: NetError| SyncError::Failed(format!("cannot start the mesh: {e}")))?;
     let cancel = tokio_util::sync::CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
     let handle = SyncHandle {
         inner: Arc::new(Inner {
             peers: mesh.peers().clone(),
@@ -191,16 +195,18 @@ pub async fn start(
                 mesh.peers().clone(),
                 mesh.peers().events(),
                 cancel.clone(),
+                &mut tasks,
             ),
             cancel,
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
         }),
     };
-    tokio::spawn(announce_presence(handle.clone(), mesh.peers().events()));
+    tasks.spawn(announce_presence(handle.clone(), mesh.peers().events()));
     // Local commits move the store's LSN; every session then pushes what changed.
     let mut lsn = engine.watch_lsn();
     let peers = mesh.peers().clone();
     let cancel = handle.inner.cancel.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -214,6 +220,7 @@ pub async fn start(
             }
         }
     });
+    *handle.inner.tasks.lock() = tasks;
     *handle.inner.mesh.lock() = Some(mesh);
     handle.apply_subscriptions().await?;
     if !settings.listen.is_empty() {
@@ -402,6 +409,8 @@ impl SyncHandle {
         if let Some(mesh) = mesh {
             mesh.shutdown().await;
         }
+        let mut tasks = std::mem::take(&mut *self.inner.tasks.lock());
+        while tasks.join_next().await.is_some() {}
     }
 
     /// Waits (a little) until the swarm reports its listen addresses, so that what

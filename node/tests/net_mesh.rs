@@ -162,6 +162,7 @@ fn hello_then_bad_delta() -> Vec<Vec<u8>> {
         upto: 1,
         part: 0,
         parts: 1,
+        names_all: false,
         docs: vec![DocItem {
             id: DocId::from_string("x").unwrap(),
             matches: true,

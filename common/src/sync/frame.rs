@@ -227,6 +227,11 @@ pub struct Changes {
     pub part: u32,
     /// The number of frames in the batch.
     pub parts: u32,
+    /// For the answer to a pull from scratch, which names only matching documents:
+    /// whether it named every document of the collection the sender holds. Then a
+    /// document the receiver holds and the answer did not name is not at the sender at
+    /// all, and the receiver has nothing to compare. Always false for other batches.
+    pub names_all: bool,
     /// The fragments.
     pub docs: Vec<DocItem>,
 }
@@ -376,17 +381,42 @@ struct ChangesWire {
     upto: Lsn,
     part: u32,
     parts: u32,
+    names_all: bool,
     docs: Vec<DocItemWire>,
 }
 
+/// A fragment on the wire. Almost every fragment is in one piece, so the common cases
+/// are variants of their own: the variant index (one byte) carries `matches` and the
+/// kind of check, and the piece numbers travel only for split fragments. Per document
+/// that is the id, one byte, and for a partial fragment its 8-byte digest.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct DocItemWire {
-    id: String,
-    matches: bool,
-    check: Check,
-    piece: u32,
-    pieces: u32,
-    doc: DocV1,
+pub(crate) enum DocItemWire {
+    WholeMatching {
+        id: String,
+        doc: DocV1,
+    },
+    WholeOther {
+        id: String,
+        doc: DocV1,
+    },
+    PartMatching {
+        id: String,
+        digest: Digest,
+        doc: DocV1,
+    },
+    PartOther {
+        id: String,
+        digest: Digest,
+        doc: DocV1,
+    },
+    Piece {
+        id: String,
+        matches: bool,
+        check: Check,
+        piece: u32,
+        pieces: u32,
+        doc: DocV1,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -411,13 +441,60 @@ struct DocsItemWire {
 }
 
 fn item_wire(item: &DocItem) -> DocItemWire {
-    DocItemWire {
-        id: item.id.as_canonical().to_owned(),
-        matches: item.matches,
-        check: item.check,
-        piece: item.piece,
-        pieces: item.pieces,
-        doc: doc_v1(&item.state),
+    let id = item.id.as_canonical().to_owned();
+    let doc = doc_v1(&item.state);
+    match (item.pieces, item.matches, item.check) {
+        (1, true, Check::Whole) => DocItemWire::WholeMatching { id, doc },
+        (1, false, Check::Whole) => DocItemWire::WholeOther { id, doc },
+        (1, true, Check::Digest(digest)) => DocItemWire::PartMatching { id, digest, doc },
+        (1, false, Check::Digest(digest)) => DocItemWire::PartOther { id, digest, doc },
+        _ => DocItemWire::Piece {
+            id,
+            matches: item.matches,
+            check: item.check,
+            piece: item.piece,
+            pieces: item.pieces,
+            doc,
+        },
+    }
+}
+
+fn item_from_wire(item: DocItemWire) -> Result<DocItem, FrameError> {
+    let whole = |id: &str, matches, check, doc| -> Result<DocItem, FrameError> {
+        Ok(DocItem {
+            id: doc_id(id)?,
+            matches,
+            check,
+            piece: 0,
+            pieces: 1,
+            state: self::doc(doc)?,
+        })
+    };
+    match item {
+        DocItemWire::WholeMatching { id, doc } => whole(&id, true, Check::Whole, doc),
+        DocItemWire::WholeOther { id, doc } => whole(&id, false, Check::Whole, doc),
+        DocItemWire::PartMatching { id, digest, doc } => {
+            whole(&id, true, Check::Digest(digest), doc)
+        }
+        DocItemWire::PartOther { id, digest, doc } => whole(&id, false, Check::Digest(digest), doc),
+        DocItemWire::Piece {
+            id,
+            matches,
+            check,
+            piece,
+            pieces,
+            doc,
+        } => {
+            check_piece(piece, pieces)?;
+            Ok(DocItem {
+                id: doc_id(&id)?,
+                matches,
+                check,
+                piece,
+                pieces,
+                state: self::doc(doc)?,
+            })
+        }
     }
 }
 
@@ -455,6 +532,7 @@ fn to_wire(message: &Message) -> MessageWire {
             upto: c.upto,
             part: c.part,
             parts: c.parts,
+            names_all: c.names_all,
             docs: c.docs.iter().map(item_wire).collect(),
         }),
         Message::Want(w) => MessageWire::Want(
@@ -517,15 +595,7 @@ fn from_wire(message: MessageWire) -> Result<Message, FrameError> {
             }
             let mut docs = Vec::with_capacity(c.docs.len());
             for item in c.docs {
-                check_piece(item.piece, item.pieces)?;
-                docs.push(DocItem {
-                    id: doc_id(&item.id)?,
-                    matches: item.matches,
-                    check: item.check,
-                    piece: item.piece,
-                    pieces: item.pieces,
-                    state: doc(item.doc)?,
-                });
+                docs.push(item_from_wire(item)?);
             }
             Message::Changes(Changes {
                 batch: c.batch,
@@ -535,6 +605,7 @@ fn from_wire(message: MessageWire) -> Result<Message, FrameError> {
                 upto: c.upto,
                 part: c.part,
                 parts: c.parts,
+                names_all: c.names_all,
                 docs,
             })
         }

@@ -186,9 +186,23 @@ pub struct SessionStats {
     /// Inputs after which at least one request left: the number of request waves, i.e.
     /// of round trips spent waiting for data (the handshake not counted).
     pub request_waves: u64,
+    /// The lowest push cursor: the store LSN up to which the changes of the collections
+    /// the peer asks for have been pushed to it (a change in another collection does not
+    /// move it); 0 before the peer pulls.
+    pub pushed_upto: Lsn,
 }
 
 type DocKey = (CollectionName, DocId);
+
+/// What [`Session::collect_items`] found.
+struct Collected {
+    /// The fragments to send.
+    items: Vec<DocItem>,
+    /// Documents left out because the peer sent us this very state.
+    echoes: usize,
+    /// Documents left out because they do not match (a pull from scratch).
+    left_out: usize,
+}
 
 /// Echo entries kept per session at most (see `Session::echo`).
 const ECHO_LIMIT: usize = 200_000;
@@ -343,7 +357,10 @@ impl Session {
 
     /// Counters.
     pub fn stats(&self) -> SessionStats {
-        self.stats
+        SessionStats {
+            pushed_upto: self.push_cursor.values().copied().min().unwrap_or(0),
+            ..self.stats
+        }
     }
 
     /// The capabilities both sides have (ours before the handshake).
@@ -868,7 +885,8 @@ impl Session {
         let current = store.current_lsn();
         let upto = current.max(pull.base);
         let base = pull.base.min(current);
-        let (items, _) = self.collect_items(store, &collection, &subs, base, base == 0)?;
+        let collected = self.collect_items(store, &collection, &subs, base, base == 0)?;
+        let names_all = base == 0 && collected.echoes == 0 && collected.left_out == 0;
         let ids: Vec<QueryId> = subs.iter().map(|s| s.id).collect();
         self.send_batch(
             out,
@@ -877,7 +895,8 @@ impl Session {
             &ids,
             pull.base,
             upto,
-            items,
+            collected.items,
+            names_all,
         )?;
         let adopt = pull.interest_version > self.peer_interest_version;
         for sub in subs {
@@ -900,9 +919,10 @@ impl Session {
         subs: &[Subscription],
         base: Lsn,
         only_matching: bool,
-    ) -> Result<(Vec<DocItem>, usize)> {
+    ) -> Result<Collected> {
         let mut items = Vec::new();
         let mut echoes = 0;
+        let mut left_out = 0;
         let mut cursor = base;
         let page = self.config.page_docs.max(1);
         loop {
@@ -922,6 +942,7 @@ impl Session {
                     .as_ref()
                     .is_some_and(|j| subs.iter().any(|s| s.matches_json(j)));
                 if !matches && only_matching {
+                    left_out += 1;
                     continue;
                 }
                 let check = if doc.whole {
@@ -942,7 +963,11 @@ impl Session {
                 break;
             }
         }
-        Ok((items, echoes))
+        Ok(Collected {
+            items,
+            echoes,
+            left_out,
+        })
     }
 
     /// Pushes to the peer what changed since each served query's cursor.
@@ -960,7 +985,8 @@ impl Session {
         }
         for ((collection, cursor), queries) in groups {
             let subs: Vec<Subscription> = queries.iter().map(|q| self.served[q].clone()).collect();
-            let (items, echoes) = self.collect_items(store, &collection, &subs, cursor, false)?;
+            let Collected { items, echoes, .. } =
+                self.collect_items(store, &collection, &subs, cursor, false)?;
             if items.is_empty() && echoes == 0 {
                 // Nothing of this collection changed: the cursor stays, and the next push
                 // covers the wider range.
@@ -978,6 +1004,7 @@ impl Session {
                 cursor,
                 current,
                 items,
+                false,
             )?;
             for query in queries {
                 self.push_cursor.insert(query, current);
@@ -1035,6 +1062,7 @@ impl Session {
         base: Lsn,
         upto: Lsn,
         items: Vec<DocItem>,
+        names_all: bool,
     ) -> Result {
         let header = |part, parts, docs| Changes {
             batch,
@@ -1044,6 +1072,7 @@ impl Session {
             upto,
             part,
             parts,
+            names_all,
             docs,
         };
         let overhead =
@@ -1223,7 +1252,8 @@ impl Session {
             parts: changes.parts,
             received: BTreeSet::new(),
             waiting: BTreeSet::new(),
-            mentioned: (matches!(key, BatchId::Pull(_)) && changes.base == 0).then(BTreeSet::new),
+            mentioned: (matches!(key, BatchId::Pull(_)) && changes.base == 0 && !changes.names_all)
+                .then(BTreeSet::new),
             last_progress: now,
         });
         if batch.collection != changes.collection

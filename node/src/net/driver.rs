@@ -573,7 +573,10 @@ impl Driver {
     /// Flushes a closing session's last frames (its `Goodbye`), stops the link tasks and
     /// returns the links that arrived meanwhile.
     async fn finish(mut self, outcome: Outcome) -> Ended {
-        if matches!(outcome, Outcome::Closed(_))
+        // A closing session's goodbye, and on shutdown what was already made for the
+        // peer (a push telling it what it need not send back), go out if the link
+        // takes them at once.
+        if matches!(outcome, Outcome::Closed(_) | Outcome::Shutdown)
             && let Some(link) = self.chosen.and_then(|id| self.links.get(&id))
         {
             for frame in self.outbox.drain(..) {
