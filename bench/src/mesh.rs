@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use serde_json::json;
 use trellis_common::ids::DocId;
 use trellis_common::query::Params;
@@ -47,6 +47,28 @@ async fn measure(writes: usize, durability: DurabilityConfig) -> anyhow::Result<
         let mut config = node_config(&dir.path().join(format!("n{i}")), peers, &subscription);
         config.store.durability = durability;
         nodes.push(Node::spawn(config).await?);
+    }
+    // The line holds: the ends have one peer each, every other node two.
+    for (i, node) in nodes.iter().enumerate() {
+        let expected = if i == 0 || i == NODES - 1 { 1 } else { 2 };
+        let started = Instant::now();
+        loop {
+            let peers = node
+                .sync()
+                .context("the mesh runs")?
+                .peers()
+                .peers()
+                .await?;
+            if peers.len() == expected {
+                break;
+            }
+            ensure!(
+                started.elapsed() < TIMEOUT,
+                "node {i} has {} peers, expected {expected}",
+                peers.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     let (first, last) = (&nodes[0], &nodes[NODES - 1]);
     // One write end to end first: the line is linked and every subscription has
