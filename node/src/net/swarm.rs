@@ -8,6 +8,11 @@
 //! link choice), mDNS (optional; a hint: discovered peers are dialled once), and the
 //! sync protocol ([`super::protocol`]). Static peers are dialled at start and again
 //! with capped, jittered exponential backoff whenever they are not connected.
+//!
+//! Every dial takes a new local port. libp2p's default reuses the listening port, and
+//! then two nodes dialling each other at the same moment can meet in a TCP
+//! simultaneous open: one connection on which both sides start Noise as the initiator,
+//! so both dials fail (seen on loopback). We do no hole punching, so nothing is lost.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -421,7 +426,11 @@ impl EventLoop {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Dial { addr, reply } => {
-                let result = self.swarm.dial(addr.clone()).map_err(|e| NetError::Dial {
+                let opts = DialOpts::unknown_peer_id()
+                    .address(addr.clone())
+                    .allocate_new_port()
+                    .build();
+                let result = self.swarm.dial(opts).map_err(|e| NetError::Dial {
                     addr,
                     error: e.to_string(),
                 });
@@ -450,6 +459,7 @@ impl EventLoop {
             }
             let opts = DialOpts::unknown_peer_id()
                 .address(self.statics[i].addr.clone())
+                .allocate_new_port()
                 .build();
             let id = opts.connection_id();
             match self.swarm.dial(opts) {
@@ -582,6 +592,7 @@ impl EventLoop {
                     let opts = DialOpts::peer_id(peer)
                         .addresses(vec![addr])
                         .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .allocate_new_port()
                         .build();
                     if let Err(error) = self.swarm.dial(opts) {
                         tracing::debug!(%peer, %error, "mDNS peer dial refused");
