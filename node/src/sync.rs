@@ -457,6 +457,12 @@ impl SyncHandle {
 
     async fn apply_subscriptions(&self) -> Result<(), SyncError> {
         let queries: Vec<String> = self.subscriptions()?.into_iter().map(|s| s.query).collect();
+        if queries.is_empty() {
+            tracing::info!(
+                "no subscriptions: this node relays for its peers but receives nothing for itself; \
+                 add [mesh] subscriptions (e.g. \"SELECT * FROM tasks\") or POST /v1/subscriptions"
+            );
+        }
         self.inner.peers.set_subscriptions(queries).await?;
         Ok(())
     }
