@@ -297,6 +297,39 @@ mod tests {
     }
 
     #[test]
+    fn an_evicted_document_is_not_fetched_back_by_sync() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let engine = Arc::new(
+            Engine::open(
+                Arc::clone(&store),
+                ActorId::from_u64(1),
+                EngineOptions::default(),
+            )
+            .unwrap(),
+        );
+        let mut sync = EngineSyncStore::new(Arc::clone(&engine));
+        let cars = CollectionName::new("cars").unwrap();
+        let id = DocId::from_string("c1").unwrap();
+        sync.apply(&cars, &id, &fragment(1, &json!({"n": 1})))
+            .unwrap();
+        sync.flush().unwrap();
+        engine
+            .execute("EVICT FROM cars WHERE _id = 'c1'", &Default::default())
+            .unwrap();
+        let newer = fragment(2, &json!({"n": 2}));
+        assert!(!sync.apply(&cars, &id, &newer).unwrap());
+        sync.flush().unwrap();
+        assert_eq!(store.get(&cars, &id).unwrap(), None);
+        // Once the eviction is forgotten (a subscription asks again), it comes back.
+        store
+            .forget_evicted(&cars, std::slice::from_ref(&id))
+            .unwrap();
+        assert!(sync.apply(&cars, &id, &newer).unwrap());
+        sync.flush().unwrap();
+        assert!(store.get(&cars, &id).unwrap().is_some());
+    }
+
+    #[test]
     fn a_document_above_the_size_limit_is_left_out_and_the_rest_commits() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let engine = Arc::new(
