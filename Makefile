@@ -11,7 +11,7 @@ ENSURE_DEPS := bash scripts/ensure-deps.sh
 DEMO_ARGS ?=
 # `make fuzz` runs each of FUZZ_TARGETS (fuzz/fuzz_targets/) for FUZZ_SECONDS. The fuzz
 # build has its own target directory (sanitizer flags would invalidate the main one).
-FUZZ_TARGETS ?= decode_delta decode_doc
+FUZZ_TARGETS ?= decode_delta decode_doc decode_frame
 FUZZ_SECONDS ?= 60
 FUZZ_TARGET_DIR ?= $(HOME)/.cache/trellis/fuzz-target
 # Release builds (benchmarks) get their own persistent directory, so a long optimised
