@@ -31,7 +31,9 @@ COPY --from=builder /usr/local/bin/trellis-node /usr/local/bin/trellis-node
 USER trellis
 WORKDIR /var/lib/trellis
 VOLUME ["/var/lib/trellis"]
+ENV TRELLIS_DATA_DIR=/var/lib/trellis
+# The local API (loopback unless TRELLIS_API__LISTEN and TRELLIS_API__TOKEN are set) and
+# the mesh (libp2p TCP and QUIC).
+EXPOSE 4680/tcp 4681/tcp 4681/udp
 ENTRYPOINT ["/usr/local/bin/trellis-node"]
-# `trellis-node run` (the long-running node) arrives with issue 5; until then the
-# image runs the self-contained demo.
-CMD ["demo"]
+CMD ["run"]
