@@ -217,19 +217,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::clock::Hlc;
-    use crate::crdt::{Crdt, Dot, Mutation, Stamp, WriteContext};
+    use crate::crdt::{Crdt, Mutation};
 
-    fn ctx(ms: u64, seq: u64) -> WriteContext {
-        let actor = ActorId::from_u64(1);
-        WriteContext {
-            stamp: Stamp {
-                hlc: Hlc::new(ms, 0),
-                actor,
-            },
-            dot: Dot { actor, seq },
-        }
-    }
+    use crate::sync::store::tests::ctx;
 
     fn merged(state: &DocState, delta: &DocState) -> DocState {
         let mut after = state.clone();

@@ -276,14 +276,15 @@ impl SyncStore for MemoryStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::clock::Hlc;
     use crate::crdt::{Dot, Mutation, Path, Stamp, WriteContext};
     use crate::ids::ActorId;
     use serde_json::json;
 
-    fn ctx(ms: u64, seq: u64) -> WriteContext {
+    /// A write by actor 1 at `ms`, its write number `seq`.
+    pub(crate) fn ctx(ms: u64, seq: u64) -> WriteContext {
         let actor = ActorId::from_u64(1);
         WriteContext {
             stamp: Stamp {

@@ -259,17 +259,19 @@ mod tests {
         DocState::insert_delta(ctx, body).unwrap()
     }
 
+    fn engine_on_memory() -> (Arc<dyn Store>, Arc<Engine>) {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let engine = Engine::open(
+            Arc::clone(&store),
+            ActorId::from_u64(1),
+            EngineOptions::default(),
+        );
+        (store, Arc::new(engine.unwrap()))
+    }
+
     #[test]
     fn writes_wait_for_the_flush_and_reads_see_them_meanwhile() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let engine = Arc::new(
-            Engine::open(
-                Arc::clone(&store),
-                ActorId::from_u64(1),
-                EngineOptions::default(),
-            )
-            .unwrap(),
-        );
+        let (store, engine) = engine_on_memory();
         let mut sync = EngineSyncStore::new(Arc::clone(&engine));
         let cars = CollectionName::new("cars").unwrap();
         let id = DocId::from_string("c1").unwrap();
@@ -298,15 +300,7 @@ mod tests {
 
     #[test]
     fn an_evicted_document_is_not_fetched_back_by_sync() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let engine = Arc::new(
-            Engine::open(
-                Arc::clone(&store),
-                ActorId::from_u64(1),
-                EngineOptions::default(),
-            )
-            .unwrap(),
-        );
+        let (store, engine) = engine_on_memory();
         let mut sync = EngineSyncStore::new(Arc::clone(&engine));
         let cars = CollectionName::new("cars").unwrap();
         let id = DocId::from_string("c1").unwrap();
@@ -331,15 +325,7 @@ mod tests {
 
     #[test]
     fn a_document_above_the_size_limit_is_left_out_and_the_rest_commits() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let engine = Arc::new(
-            Engine::open(
-                Arc::clone(&store),
-                ActorId::from_u64(1),
-                EngineOptions::default(),
-            )
-            .unwrap(),
-        );
+        let (store, engine) = engine_on_memory();
         let mut sync = EngineSyncStore::new(engine);
         let cars = CollectionName::new("cars").unwrap();
         let (small, big) = (
