@@ -31,6 +31,8 @@ use crate::store::{BlobHash, StoreError};
 pub const WINDOW: usize = 16;
 /// A peer that sends nothing for this long is replaced.
 pub const STALL: Duration = Duration::from_secs(10);
+/// Fetches remembered (for `GET .../fetch`) before finished ones are forgotten.
+const KEPT_FETCHES: usize = 1024;
 
 /// Where a fetch stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -207,6 +209,11 @@ impl Task {
     }
 
     async fn start(&mut self, hash: BlobHash, len: u64) -> FetchProgress {
+        // Finished fetches are kept for their progress queries, but not without bound.
+        if self.fetches.len() >= KEPT_FETCHES {
+            self.fetches
+                .retain(|h, f| *h == hash || f.state == FetchState::Running);
+        }
         let store = self.engine.store();
         let chunks = chunk_count(len);
         let running = self
