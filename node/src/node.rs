@@ -60,8 +60,8 @@ pub enum NodeError {
         source: std::io::Error,
     },
     /// The mesh could not start.
-    #[error("mesh: {0}")]
-    Mesh(#[from] SyncError),
+    #[error("cannot start the mesh: {0}")]
+    Mesh(SyncError),
     /// A task of the node failed.
     #[error("{0}")]
     Task(String),
@@ -120,7 +120,10 @@ impl Node {
 
         let sync = if config.mesh.enabled {
             let net = sync::net_config(&config.mesh)?;
-            Some(sync::start(Arc::clone(&engine), &identity, &config.mesh, net).await?)
+            let sync = sync::start(Arc::clone(&engine), &identity, &config.mesh, net)
+                .await
+                .map_err(NodeError::Mesh)?;
+            Some(sync)
         } else {
             None
         };

@@ -176,7 +176,7 @@ pub async fn start(
         ..MeshConfig::default()
     };
     let mesh = Mesh::spawn(keypair, config, store, local)
-        .map_err(|e: NetError| SyncError::Failed(format!("cannot start the mesh: {e}")))?;
+        .map_err(|e: NetError| SyncError::Failed(e.to_string()))?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let handle = SyncHandle {

@@ -212,3 +212,30 @@ fn run_refuses_a_public_address_without_a_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("api.token"), "{stderr}");
 }
+
+#[test]
+fn a_mesh_port_already_taken_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Hold a UDP port, as another node's QUIC listener would.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(BIN)
+        .arg("run")
+        .current_dir(dir.path())
+        .env("TRELLIS_DATA_DIR", dir.path().join("data"))
+        .env("TRELLIS_API__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "TRELLIS_MESH__LISTEN",
+            format!(r#"["/ip4/127.0.0.1/udp/{port}/quic-v1"]"#),
+        )
+        .env("TRELLIS_MESH__MDNS", "false")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot start the mesh") && stderr.contains("mesh.listen"),
+        "{stderr}"
+    );
+    drop(taken);
+}

@@ -89,7 +89,7 @@ pub enum NetError {
     #[error("building the libp2p transport: {0}")]
     Transport(String),
     /// A listen address was refused.
-    #[error("cannot listen on {addr}: {error}")]
+    #[error("cannot listen on {addr} (mesh.listen): {error}; is another node using the port?")]
     Listen {
         /// The address.
         addr: Multiaddr,
@@ -342,6 +342,24 @@ impl std::fmt::Debug for EventLoop {
     }
 }
 
+/// An error's message and its sources (some transport errors say nothing at the top).
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.trim().is_empty() && !parts.contains(&text) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    if parts.is_empty() {
+        format!("{error:?}")
+    } else {
+        parts.join(": ")
+    }
+}
+
 /// Builds the swarm, starts listening, and returns the client, the event loop (to be
 /// run) and the events.
 pub fn new(
@@ -354,7 +372,7 @@ pub fn new(
             .listen_on(addr.clone())
             .map_err(|e| NetError::Listen {
                 addr: addr.clone(),
-                error: e.to_string(),
+                error: describe(&e),
             })?;
     }
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
