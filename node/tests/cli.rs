@@ -216,26 +216,33 @@ fn run_refuses_a_public_address_without_a_token() {
 #[test]
 fn a_mesh_port_already_taken_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    // Hold a UDP port, as another node's QUIC listener would.
-    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let out = Command::new(BIN)
-        .arg("run")
-        .current_dir(dir.path())
-        .env("TRELLIS_DATA_DIR", dir.path().join("data"))
-        .env("TRELLIS_API__LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env(
-            "TRELLIS_MESH__LISTEN",
-            format!(r#"["/ip4/127.0.0.1/udp/{port}/quic-v1"]"#),
-        )
-        .env("TRELLIS_MESH__MDNS", "false")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cannot start the mesh") && stderr.contains("mesh.listen"),
-        "{stderr}"
-    );
-    drop(taken);
+    // Hold a UDP and a TCP port, as another node's listeners would.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listens = [
+        format!(
+            "/ip4/127.0.0.1/udp/{}/quic-v1",
+            udp.local_addr().unwrap().port()
+        ),
+        format!("/ip4/127.0.0.1/tcp/{}", tcp.local_addr().unwrap().port()),
+    ];
+    for listen in listens {
+        let out = Command::new(BIN)
+            .arg("run")
+            .current_dir(dir.path())
+            .env("TRELLIS_DATA_DIR", dir.path().join("data"))
+            .env("TRELLIS_API__LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("TRELLIS_MESH__LISTEN", format!(r#"["{listen}"]"#))
+            .env("TRELLIS_MESH__MDNS", "false")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{listen}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("cannot start the mesh")
+                && stderr.contains("mesh.listen")
+                && stderr.contains(&listen),
+            "{stderr}"
+        );
+    }
 }

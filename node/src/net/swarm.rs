@@ -342,6 +342,29 @@ impl std::fmt::Debug for EventLoop {
     }
 }
 
+/// libp2p opens TCP listeners with `SO_REUSEPORT`, so a second node configured with the
+/// same TCP port would share it silently (the kernel spreading connections between
+/// them). A plain bind first, released at once, fails as it should when the port is
+/// taken.
+fn check_tcp_port_free(addr: &Multiaddr) -> Result<(), NetError> {
+    use libp2p::multiaddr::Protocol;
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    match parts.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => std::net::TcpListener::bind((ip, port))
+            .map(drop)
+            .map_err(|e| NetError::Listen {
+                addr: addr.clone(),
+                error: e.to_string(),
+            }),
+        _ => Ok(()),
+    }
+}
+
 /// An error's message and its sources (some transport errors say nothing at the top).
 fn describe(error: &dyn std::error::Error) -> String {
     let mut parts = Vec::new();
@@ -368,6 +391,7 @@ pub fn new(
 ) -> Result<(Client, EventLoop, mpsc::Receiver<NetEvent>), NetError> {
     let mut swarm = build_swarm(keypair, &config)?;
     for addr in &config.listen {
+        check_tcp_port_free(addr)?;
         swarm
             .listen_on(addr.clone())
             .map_err(|e| NetError::Listen {
