@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use serde_json::{Map, Value, json};
 use trellis_common::ids::DocId;
 
@@ -76,20 +76,12 @@ impl Device {
         Ok(())
     }
 
-    /// The addresses other nodes dial (listeners come up shortly after start).
+    /// The addresses other nodes dial (the node is listening once it has started).
     async fn mesh_addrs(&self) -> anyhow::Result<Vec<String>> {
         let sync = self.node()?.sync().context("the mesh is not running")?;
-        let started = Instant::now();
-        loop {
-            let addrs = sync.client().listen_addrs().await?;
-            if !addrs.is_empty() {
-                return Ok(addrs.iter().map(ToString::to_string).collect());
-            }
-            if started.elapsed() > STEP_TIMEOUT {
-                bail!("{} does not listen", self.name);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let addrs = sync.client().listen_addrs().await?;
+        ensure!(!addrs.is_empty(), "{} does not listen", self.name);
+        Ok(addrs.iter().map(ToString::to_string).collect())
     }
 
     async fn peer_count(&self) -> anyhow::Result<usize> {

@@ -25,6 +25,7 @@ use utoipa::ToSchema;
 
 use crate::engine::Engine;
 use crate::net::{MeshEvent, Peers};
+use crate::store::blobs::chunk_count;
 use crate::store::{BlobHash, StoreError};
 
 /// Chunks (64 KiB each) asked for at once from one peer.
@@ -168,10 +169,6 @@ struct Task {
     engine: Arc<Engine>,
     peers: Peers,
     fetches: HashMap<BlobHash, Fetch>,
-}
-
-fn chunk_count(len: u64) -> u32 {
-    u32::try_from(len.div_ceil(crate::store::blobs::CHUNK_SIZE as u64)).unwrap_or(u32::MAX)
 }
 
 impl Task {

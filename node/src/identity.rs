@@ -134,12 +134,7 @@ impl Identity {
             options.mode(0o600);
         }
         let mut file = options.open(&tmp).map_err(io)?;
-        let hex: String = self
-            .key
-            .to_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = hex::encode(self.key.to_bytes());
         file.write_all(format!("{HEADER}\n{hex}\n").as_bytes())
             .map_err(io)?;
         file.sync_all().map_err(io)?;
@@ -160,10 +155,7 @@ impl Identity {
 
     /// The public key in hex.
     pub fn public_key_hex(&self) -> String {
-        self.public_key()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(self.public_key())
     }
 
     /// The actor id of this node.

@@ -60,6 +60,17 @@ pub struct SubscriptionInfo {
     pub source: &'static str,
 }
 
+impl SubscriptionInfo {
+    fn new(parsed: Subscription, source: &'static str) -> Self {
+        Self {
+            id: hex::encode(parsed.id.0),
+            query: parsed.text,
+            collection: parsed.collection.to_string(),
+            source,
+        }
+    }
+}
+
 /// One link of a peer, as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LinkInfo {
@@ -141,7 +152,6 @@ struct Inner {
     engine: Arc<Engine>,
     peers: Peers,
     client: crate::net::Client,
-    node_id: String,
     from_config: Vec<String>,
     /// Serialises subscription changes (read, change, store, apply).
     changing: tokio::sync::Mutex<()>,
@@ -184,7 +194,6 @@ pub async fn start(
             peers: mesh.peers().clone(),
             client: mesh.client().clone(),
             engine: Arc::clone(&engine),
-            node_id: identity.public_key_hex(),
             from_config: settings.subscriptions.clone(),
             changing: tokio::sync::Mutex::new(()),
             mesh: Mutex::new(None),
@@ -223,9 +232,7 @@ pub async fn start(
     *handle.inner.tasks.lock() = tasks;
     *handle.inner.mesh.lock() = Some(mesh);
     handle.apply_subscriptions().await?;
-    if !settings.listen.is_empty() {
-        handle.wait_for_listeners().await;
-    }
+    handle.wait_for_listeners(settings.listen.len()).await;
     Ok(handle)
 }
 
@@ -256,30 +263,22 @@ impl SyncHandle {
         for (query, source) in sources {
             let parsed = Subscription::parse(&query)?;
             if seen.insert(parsed.id) {
-                out.push(SubscriptionInfo {
-                    id: hex(&parsed.id.0),
-                    query: parsed.text,
-                    collection: parsed.collection.to_string(),
-                    source,
-                });
+                out.push(SubscriptionInfo::new(parsed, source));
             }
         }
         Ok(out)
     }
 
-    /// Adds a subscription (kept in the store, so it survives restarts). Adding one
-    /// that exists does nothing.
-    pub async fn subscribe(&self, query: &str) -> Result<SubscriptionInfo, SyncError> {
+    /// Adds a subscription (kept in the store, so it survives restarts) and says
+    /// whether it is new. Adding one that exists does nothing.
+    pub async fn subscribe(&self, query: &str) -> Result<(SubscriptionInfo, bool), SyncError> {
         let parsed = Subscription::parse(query)?;
         let _changing = self.inner.changing.lock().await;
-        let mut added = self.added()?;
-        let exists = self
-            .subscriptions()?
-            .into_iter()
-            .find(|s| s.id == hex(&parsed.id.0));
-        if let Some(existing) = exists {
-            return Ok(existing);
+        let id = hex::encode(parsed.id.0);
+        if let Some(existing) = self.subscriptions()?.into_iter().find(|s| s.id == id) {
+            return Ok((existing, false));
         }
+        let mut added = self.added()?;
         added.push(parsed.text.clone());
         self.store_added(&added)?;
         // Documents evicted earlier are fetched again now that a query asks for them.
@@ -290,12 +289,7 @@ impl SyncHandle {
             .forget_evicted(&parsed.collection, &evicted)
             .map_err(failed)?;
         self.apply_subscriptions().await?;
-        Ok(SubscriptionInfo {
-            id: hex(&parsed.id.0),
-            query: parsed.text,
-            collection: parsed.collection.to_string(),
-            source: "api",
-        })
+        Ok((SubscriptionInfo::new(parsed, "api"), true))
     }
 
     /// Removes a subscription added at run time, by id or query text. Returns whether
@@ -304,7 +298,7 @@ impl SyncHandle {
         let _changing = self.inner.changing.lock().await;
         let matches = |query: &str| {
             Subscription::parse(query)
-                .is_ok_and(|s| hex(&s.id.0) == id_or_query || s.text == id_or_query.trim())
+                .is_ok_and(|s| hex::encode(s.id.0) == id_or_query || s.text == id_or_query.trim())
         };
         if let Some(query) = self.inner.from_config.iter().find(|q| matches(q)) {
             return Err(SyncError::FromConfig(query.clone()));
@@ -336,13 +330,13 @@ impl SyncHandle {
             .graph(&self.inner.node_key)
             .into_iter()
             .map(|node| MeshNodeInfo {
-                node_id: hex(&node.node_id),
+                node_id: hex::encode(&node.node_id),
                 hops: node.hops,
                 links: node
                     .links
                     .iter()
                     .map(|l| MeshLink {
-                        peer: hex(&l.peer),
+                        peer: hex::encode(&l.peer),
                         kind: l.kind.clone(),
                         rtt_ms: l.rtt_ms,
                     })
@@ -352,13 +346,13 @@ impl SyncHandle {
         Ok(Presence {
             mesh,
             peer_id: self.inner.client.peer_id().to_string(),
-            node_id: self.inner.node_id.clone(),
+            node_id: hex::encode(&self.inner.node_key),
             listen: listen.iter().map(Multiaddr::to_string).collect(),
             peers: peers
                 .into_iter()
                 .map(|p| PeerInfo {
                     peer_id: p.peer.to_string(),
-                    node_id: p.node_id.as_deref().map(hex),
+                    node_id: p.node_id.as_deref().map(hex::encode),
                     idle: p.idle,
                     hops: 1,
                     links: p
@@ -414,13 +408,13 @@ impl SyncHandle {
     }
 
     /// Waits (a little) until the swarm reports its listen addresses, so that what
-    /// `start` returns can be asked for them; a port that cannot be bound is logged by
-    /// the swarm, and the node still dials its peers.
-    async fn wait_for_listeners(&self) {
+    /// `start` returns can be asked for them: one address at least per configured
+    /// listener (an unspecified IP gives one per interface).
+    async fn wait_for_listeners(&self, listeners: usize) {
         let started = std::time::Instant::now();
         while started.elapsed() < LISTEN_WAIT {
             match self.inner.client.listen_addrs().await {
-                Ok(addrs) if !addrs.is_empty() => return,
+                Ok(addrs) if addrs.len() >= listeners => return,
                 Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
                 Err(_) => return,
             }
@@ -534,8 +528,4 @@ async fn announce_presence(
             },
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -52,7 +52,7 @@ pub use result::{Outcome, QueryResult};
 use exec::{Tx, View, collection, matching};
 use observe::{Changed, Registry};
 
-use crate::store::{Applied, AppliedDoc, IndexDef, Store, WARN_DOC_BYTES, WriteBatch};
+use crate::store::{Applied, AppliedDoc, IndexDef, Store, StoreError, WARN_DOC_BYTES, WriteBatch};
 
 /// Engine settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,15 +352,8 @@ impl Engine {
     /// clock observes its stamps (quarantining those too far ahead); observers are told
     /// exactly as for a local commit.
     pub fn apply_remote(&self, delta: &Delta) -> Result<RemoteApplied, EngineError> {
-        let wall = wall_ms();
-        let mut writer = self.writer.lock();
-        let mut batch = WriteBatch::from(delta.clone());
-        if writer.observers.len() == 0 {
-            batch = batch.without_states();
-        }
-        let applied = self.store.apply(&batch)?;
-        let quarantined = Self::observe_stamps(&mut writer, &delta.changes, wall);
-        self.committed(&mut writer, &applied);
+        let (result, _) = self.commit_received(WriteBatch::from(delta.clone()));
+        let (applied, quarantined) = result?;
         Ok(RemoteApplied {
             changed: applied
                 .docs
@@ -382,8 +375,6 @@ impl Engine {
         changes: &mut Vec<DocChange>,
         bookmarks: &[(Incarnation, QueryId, Lsn)],
     ) -> Result<Vec<(CollectionName, DocId)>, EngineError> {
-        let wall = wall_ms();
-        let mut writer = self.writer.lock();
         // Fragments travel without version vectors: the store's vector (this actor's
         // own writes, and what old-style deltas claimed) is left as it is.
         let mut batch = WriteBatch::from(Delta {
@@ -394,32 +385,52 @@ impl Engine {
         for (peer, query, lsn) in bookmarks {
             batch.set_bookmark(*peer, *query, *lsn);
         }
-        if writer.observers.len() == 0 {
-            batch = batch.without_states();
-        }
-        let applied = match self.store.apply(&batch) {
-            Ok(applied) => applied,
-            Err(e) => {
+        match self.commit_received(batch) {
+            (Ok((applied, _)), _) => Ok(applied
+                .docs
+                .iter()
+                .map(|d| (d.collection.clone(), d.id.clone()))
+                .collect()),
+            (Err(e), batch) => {
                 *changes = batch
                     .into_deltas()
                     .into_iter()
                     .flat_map(|d| d.changes)
                     .collect();
-                return Err(e.into());
+                Err(e.into())
             }
-        };
-        Self::observe_stamps(&mut writer, &batch.deltas()[0].changes, wall);
-        self.committed(&mut writer, &applied);
-        Ok(applied
-            .docs
-            .iter()
-            .map(|d| (d.collection.clone(), d.id.clone()))
-            .collect())
+        }
+    }
+
+    /// Commits a batch received from peers under the writer lock: the same store path as
+    /// local writes; the clock observes its stamps (quarantining those too far ahead);
+    /// observers are told exactly as for a local commit. Answers the commit and how many
+    /// documents were quarantined, and gives the batch back.
+    fn commit_received(
+        &self,
+        mut batch: WriteBatch,
+    ) -> (Result<(Applied, usize), StoreError>, WriteBatch) {
+        let wall = wall_ms();
+        let mut writer = self.writer.lock();
+        if writer.observers.len() == 0 {
+            batch = batch.without_states();
+        }
+        let result = self.store.apply(&batch).map(|applied| {
+            let changes = batch.deltas().iter().flat_map(|d| &d.changes);
+            let quarantined = Self::observe_stamps(&mut writer, changes, wall);
+            self.committed(&mut writer, &applied);
+            (applied, quarantined)
+        });
+        (result, batch)
     }
 
     /// Lets the clock observe the newest stamp of each received document; returns how
     /// many were quarantined (too far ahead).
-    fn observe_stamps(writer: &mut Writer, changes: &[DocChange], wall: u64) -> usize {
+    fn observe_stamps<'c>(
+        writer: &mut Writer,
+        changes: impl IntoIterator<Item = &'c DocChange>,
+        wall: u64,
+    ) -> usize {
         let mut quarantined = 0;
         for change in changes {
             let newest = change.state.max_hlc();

@@ -27,8 +27,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use trellis_common::sync::frame::{BlobWant, Links};
 use trellis_common::sync::{
-    Event, Hello, Input, Interest, LocalHello, Lsn, Output, Session, SessionConfig, SessionStats,
-    SyncStore,
+    CloseReason, Event, Hello, Input, Interest, LocalHello, Lsn, Output, Session, SessionConfig,
+    SessionStats, SyncStore,
 };
 
 use super::link::{FrameReceiver, FrameSender, Link, LinkError, LinkKind, LinkStats};
@@ -473,7 +473,7 @@ impl Driver {
             // What the inputs wrote is committed before any frame they produced leaves.
             if let Err(failure) = store.flush() {
                 outputs.push(Output::Close {
-                    reason: trellis_common::sync::CloseReason::Store(failure),
+                    reason: CloseReason::Store(failure),
                 });
             }
             let lsn = store.current_lsn();

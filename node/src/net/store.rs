@@ -18,7 +18,7 @@ use trellis_common::ids::{CollectionName, DocId};
 use trellis_common::sync::{ChangedDoc, Incarnation, Lsn, QueryId, StoreFailure, SyncStore};
 
 use crate::engine::{Engine, EngineError};
-use crate::store::blobs::CHUNK_SIZE;
+use crate::store::blobs::chunk_count;
 use crate::store::{BlobHash, StoreError};
 
 /// Held fragments beyond this many are committed at once, without waiting for the
@@ -28,7 +28,6 @@ const MAX_HELD: usize = 4096;
 /// The node's store for sync sessions. See the module documentation.
 pub struct EngineSyncStore {
     engine: Arc<Engine>,
-    incarnation: Incarnation,
     /// Fragments merged since the last flush, in order.
     held: Vec<DocChange>,
     /// The resulting states of the documents they touched.
@@ -52,10 +51,8 @@ fn failure(error: impl std::fmt::Display) -> StoreFailure {
 impl EngineSyncStore {
     /// The sync view of an engine's store.
     pub fn new(engine: Arc<Engine>) -> Self {
-        let incarnation = engine.store().incarnation();
         Self {
             engine,
-            incarnation,
             held: Vec::new(),
             states: BTreeMap::new(),
             bookmarks: BTreeMap::new(),
@@ -112,7 +109,7 @@ impl EngineSyncStore {
 
 impl SyncStore for EngineSyncStore {
     fn incarnation(&self) -> Incarnation {
-        self.incarnation
+        self.engine.store().incarnation()
     }
 
     fn current_lsn(&self) -> Lsn {
@@ -228,7 +225,7 @@ impl SyncStore for EngineSyncStore {
         let Some(len) = store.blob_len(&hash).map_err(failure)? else {
             return Ok(None);
         };
-        let chunks = u32::try_from(len.div_ceil(CHUNK_SIZE as u64)).map_err(failure)?;
+        let chunks = chunk_count(len);
         Ok(store
             .get_chunk(&hash, index)
             .map_err(failure)?

@@ -637,6 +637,11 @@ impl Store for RocksStore {
     }
 
     fn is_evicted(&self, collection: &CollectionName, id: &DocId) -> Result<bool> {
+        // Sync asks this of every document it receives: spare the read when no eviction
+        // marker can exist.
+        if !self.has_evicted.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
         let key = keys::doc_key(collection, id);
         Ok(self
             .db

@@ -130,16 +130,11 @@ pub async fn add_subscription(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<NewSubscription>,
 ) -> Result<(StatusCode, Json<SubscriptionInfo>), ApiError> {
-    let mesh = mesh(&state)?;
-    let existed = mesh
-        .subscriptions()?
-        .into_iter()
-        .any(|s| s.query == body.query.trim());
-    let info = mesh.subscribe(&body.query).await?;
-    let status = if existed {
-        StatusCode::OK
-    } else {
+    let (info, created) = mesh(&state)?.subscribe(&body.query).await?;
+    let status = if created {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
     Ok((status, Json(info)))
 }
