@@ -444,6 +444,12 @@ async fn a_configured_token_guards_every_route_but_health() {
         (Method::GET, "/v1/openapi.json"),
         (Method::GET, "/v1/live"),
         (Method::POST, "/v1/attachments"),
+        (Method::GET, "/v1/subscriptions"),
+        (Method::POST, "/v1/subscriptions"),
+        (Method::DELETE, "/v1/subscriptions/x"),
+        (Method::GET, "/v1/presence"),
+        (Method::GET, "/v1/attachments/ab/fetch"),
+        (Method::POST, "/v1/attachments/ab/fetch"),
     ] {
         let missing = api
             .send(json_request(method.clone(), uri, None, None))
