@@ -131,6 +131,20 @@ impl DocId {
         Ok(id)
     }
 
+    /// Whether the id is a UUID string, like the ids Trellis generates.
+    ///
+    /// Sync takes such an id to be unique to its first writer: it is never inserted
+    /// independently on two nodes, so every version of the document descends from one
+    /// insert. Other ids (natural keys such as `"truck-17"` or object ids) may be, and
+    /// sync keeps every version of them in sight of the nodes that may need to merge
+    /// them (docs/sync.md, "Independent inserts of one id").
+    pub fn is_uuid(&self) -> bool {
+        self.0
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .is_some_and(|s| s.len() == 36 && uuid::Uuid::try_parse(s).is_ok())
+    }
+
     /// The canonical JSON text, also the storage key.
     pub fn as_canonical(&self) -> &str {
         &self.0
@@ -290,6 +304,18 @@ mod tests {
             Err(IdError::TooLong(302))
         ));
         assert!(DocId::from_string("x".repeat(254)).is_ok());
+    }
+
+    #[test]
+    fn uuid_ids_are_told_from_natural_ones() {
+        assert!(DocId::generate().is_uuid());
+        let uuid = DocId::from_string("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
+        assert!(uuid.is_uuid());
+        for natural in ["truck-17", "67e55044-10b1-426f-9247-bb680e5fe0c", "67e55044"] {
+            assert!(!DocId::from_string(natural).unwrap().is_uuid(), "{natural}");
+        }
+        let object = DocId::from_json(&json!({"id": "67e55044-10b1-426f-9247-bb680e5fe0c8"}));
+        assert!(!object.unwrap().is_uuid());
     }
 
     #[test]

@@ -103,14 +103,32 @@ fn every_message() -> Vec<Message> {
             part: 1,
             parts: 2,
             names_all: false,
-            docs: vec![DocItem {
-                id: id.clone(),
-                matches: false,
-                check: Check::Digest(Digest::of(&state())),
-                piece: 0,
-                pieces: 1,
-                state: state(),
-            }],
+            docs: vec![
+                DocItem {
+                    id: id.clone(),
+                    matches: false,
+                    check: Check::Digest(Digest::of(&state())),
+                    piece: 0,
+                    pieces: 1,
+                    state: state(),
+                },
+                DocItem {
+                    id: id.clone(),
+                    matches: false,
+                    check: Check::Shadow,
+                    piece: 0,
+                    pieces: 1,
+                    state: state(),
+                },
+                DocItem {
+                    id: id.clone(),
+                    matches: false,
+                    check: Check::Shadow,
+                    piece: 1,
+                    pieces: 3,
+                    state: state(),
+                },
+            ],
         }),
         Message::Want(Want {
             docs: vec![WantItem {

@@ -28,13 +28,17 @@ struct MeshApi {
 
 impl MeshApi {
     async fn new(peers: Vec<String>) -> Self {
+        Self::subscribed(peers, &["SELECT * FROM cars"]).await
+    }
+
+    async fn subscribed(peers: Vec<String>, subscriptions: &[&str]) -> Self {
         let api = TestApi::new();
         let settings = MeshSettings {
             enabled: true,
             listen: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
             peers,
             mdns: false,
-            subscriptions: vec!["SELECT * FROM cars".to_owned()],
+            subscriptions: subscriptions.iter().map(|s| (*s).to_owned()).collect(),
         };
         let identity = Identity::generate().unwrap();
         let net = sync::net_config(&settings).unwrap();
@@ -201,6 +205,59 @@ async fn subscribing_again_forgets_evictions_of_the_collection() {
     .expect(201);
     assert!(!engine.store().is_evicted(&trucks, &t1).unwrap());
     node.sync.shutdown().await;
+}
+
+/// Waits until `query` on `node` answers `expected` documents.
+async fn eventually(node: &MeshApi, query: &str, expected: Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = node.api.execute(query, json!({})).await.expect(200);
+        if got["documents"] == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{query} answers {got}, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two field teams register `truck-17` independently, at both ends of a line whose
+/// middle node holds neither version (docs/sync.md, "Independent inserts of one id").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_inserts_of_a_natural_id_meet_across_a_node_that_holds_neither() {
+    let a = MeshApi::subscribed(Vec::new(), &[]).await;
+    let b = MeshApi::subscribed(vec![a.tcp_addr().await], &[]).await;
+    let c = MeshApi::subscribed(
+        vec![b.tcp_addr().await],
+        &["SELECT * FROM cars WHERE color = 'blue'"],
+    )
+    .await;
+    let truck = "SELECT * FROM cars WHERE _id = 'truck-17'";
+    c.api
+        .execute(
+            r#"INSERT INTO cars DOCUMENTS ({"_id": "truck-17", "color": "blue", "km": 3})"#,
+            json!({}),
+        )
+        .await
+        .expect(200);
+    // Later, on the other end: the newer version, which does not match C's query.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    a.api
+        .execute(
+            r#"INSERT INTO cars DOCUMENTS ({"_id": "truck-17", "color": "red"})"#,
+            json!({}),
+        )
+        .await
+        .expect(200);
+    eventually(&c, truck, json!([{"_id": "truck-17", "color": "red"}])).await;
+    // B relayed A's version without holding it: its queries do not see it.
+    let on_b = b.api.execute(truck, json!({})).await.expect(200);
+    assert_eq!(on_b["documents"], json!([]), "{on_b}");
+    for node in [&c, &b, &a] {
+        node.sync.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1081,6 +1081,60 @@ fn bookmarks_are_committed_with_their_batch(store: &dyn Store) {
     assert_eq!(store.bookmark(&peer, &query).unwrap(), 42);
 }
 
+/// A fragment of `truck-17` as another node inserted it, newer than `T`.
+fn their_truck() -> trellis_common::delta::DocChange {
+    let mut b = replica(2);
+    let cars = coll("cars");
+    let delta = b
+        .insert(&cars, &id("truck-17"), &json!({"color": "red"}), T + 5)
+        .unwrap();
+    delta.changes.into_iter().next().unwrap()
+}
+
+fn shadows_are_out_of_sight_relayed_and_absorbed(store: &dyn Store) {
+    let cars = coll("cars");
+    let truck = id("truck-17");
+    let theirs = their_truck();
+    let kept = store.apply_shadows(std::slice::from_ref(&theirs)).unwrap();
+    assert!(kept.held.is_empty());
+    assert_eq!((kept.lsn, store.lsn()), (1, 1));
+    assert_eq!(store.get(&cars, &truck).unwrap(), None, "out of sight");
+    assert!(store.scan(&cars, None, 10).unwrap().is_empty());
+    assert_eq!(store.shadow(&cars, &truck).unwrap(), Some(theirs.state.clone()));
+    let relayed = store.changed_since(&cars, 0, 0, 10).unwrap();
+    assert_eq!(relayed.len(), 1);
+    assert!(relayed[0].shadow);
+    assert_eq!(relayed[0].fragment, theirs.state);
+    // The same fragment again changes nothing and takes no number.
+    store.apply_shadows(std::slice::from_ref(&theirs)).unwrap();
+    assert_eq!(store.lsn(), 1);
+
+    // This node inserts the same id itself (an older write): the document absorbs the
+    // shadow in the same commit.
+    let mut a = replica(1);
+    apply(
+        store,
+        &a.insert(&cars, &truck, &json!({"color": "blue", "km": 3}), T)
+            .unwrap(),
+    );
+    assert_eq!(store.shadow(&cars, &truck).unwrap(), None);
+    assert_eq!(
+        json_of(store, &cars, &truck),
+        Some(json!({"_id": "truck-17", "color": "red"})),
+        "both versions merged: the newer insert wins"
+    );
+    let changed = store.changed_since(&cars, 0, 0, 10).unwrap();
+    assert_eq!(changed.len(), 1, "the shadow left the LSN index");
+    assert!(!changed[0].shadow && changed[0].whole);
+
+    // A fragment of a held document is not kept as a shadow: it is handed back.
+    let lsn = store.lsn();
+    let back = store.apply_shadows(std::slice::from_ref(&theirs)).unwrap();
+    assert_eq!(back.held, vec![theirs]);
+    assert_eq!(store.lsn(), lsn);
+    assert_eq!(store.shadow(&cars, &truck).unwrap(), None);
+}
+
 /// The property test writes thousands of times: without the fsync, which changes
 /// nothing of the semantics.
 fn rocks_buffered() -> Made {
@@ -1115,6 +1169,7 @@ macro_rules! contract {
                 unreferenced_blobs_are_garbage_collected,
                 changes_are_numbered_for_sync,
                 bookmarks_are_committed_with_their_batch,
+                shadows_are_out_of_sight_relayed_and_absorbed,
             );
 
             proptest! {
@@ -1381,6 +1436,29 @@ fn the_lsn_and_the_incarnation_survive_reopening() {
         &a.insert(&cars, &id("c"), &json!({"n": 3}), T + 2).unwrap(),
     );
     assert_eq!(store.lsn(), lsn + 1);
+}
+
+#[test]
+fn shadows_survive_reopening_and_are_absorbed_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cars, truck) = (coll("cars"), id("truck-17"));
+    let theirs = their_truck();
+    {
+        let store = open(&dir);
+        store.apply_shadows(std::slice::from_ref(&theirs)).unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(store.shadow(&cars, &truck).unwrap(), Some(theirs.state));
+    let mut a = replica(1);
+    apply(
+        &store,
+        &a.insert(&cars, &truck, &json!({"km": 3}), T).unwrap(),
+    );
+    assert_eq!(store.shadow(&cars, &truck).unwrap(), None);
+    assert_eq!(
+        json_of(&store, &cars, &truck),
+        Some(json!({"_id": "truck-17", "color": "red"}))
+    );
 }
 
 #[test]

@@ -191,6 +191,10 @@ pub enum Check {
     /// The digest of the sender's whole document; a receiver whose state differs after
     /// merging asks for the whole document.
     Digest(Digest),
+    /// The sender does not hold the document: the fragment is what it kept, out of
+    /// sight, of changes to it (a shadow, docs/sync.md). A holder merges it, anyone else
+    /// keeps it as a shadow too; there is nothing to check against.
+    Shadow,
 }
 
 /// A document fragment in a `Changes` frame.
@@ -417,6 +421,11 @@ pub(crate) enum DocItemWire {
         pieces: u32,
         doc: DocV1,
     },
+    /// Last, so that adding it left the other variants' bytes as they were.
+    Shadow {
+        id: String,
+        doc: DocV1,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -448,6 +457,7 @@ fn item_wire(item: &DocItem) -> DocItemWire {
         (1, false, Check::Whole) => DocItemWire::WholeOther { id, doc },
         (1, true, Check::Digest(digest)) => DocItemWire::PartMatching { id, digest, doc },
         (1, false, Check::Digest(digest)) => DocItemWire::PartOther { id, digest, doc },
+        (1, _, Check::Shadow) => DocItemWire::Shadow { id, doc },
         _ => DocItemWire::Piece {
             id,
             matches: item.matches,
@@ -477,6 +487,7 @@ fn item_from_wire(item: DocItemWire) -> Result<DocItem, FrameError> {
             whole(&id, true, Check::Digest(digest), doc)
         }
         DocItemWire::PartOther { id, digest, doc } => whole(&id, false, Check::Digest(digest), doc),
+        DocItemWire::Shadow { id, doc } => whole(&id, false, Check::Shadow, doc),
         DocItemWire::Piece {
             id,
             matches,

@@ -911,7 +911,9 @@ impl Session {
 
     /// The fragments of documents of `collection` changed after `base`: those that match
     /// one of `subs`, and (unless `only_matching`) those that do not, so that a receiver
-    /// holding them sees them change (and stop matching).
+    /// holding them sees them change (and stop matching). Documents with natural ids
+    /// and shadows travel even when `only_matching`: every version of a natural id must
+    /// reach the nodes that may hold another (docs/sync.md).
     fn collect_items(
         &self,
         store: &dyn SyncStore,
@@ -937,11 +939,22 @@ impl Session {
                     echoes += 1;
                     continue;
                 }
+                if doc.shadow {
+                    items.push(DocItem {
+                        id: doc.id,
+                        matches: false,
+                        check: Check::Shadow,
+                        piece: 0,
+                        pieces: 1,
+                        state: doc.fragment,
+                    });
+                    continue;
+                }
                 let json = doc.state.to_json(&doc.id);
                 let matches = json
                     .as_ref()
                     .is_some_and(|j| subs.iter().any(|s| s.matches_json(j)));
-                if !matches && only_matching {
+                if !matches && only_matching && doc.id.is_uuid() {
                     left_out += 1;
                     continue;
                 }
@@ -1306,10 +1319,19 @@ impl Session {
             mentioned.insert(item.id.clone());
         }
         let held = store.doc(collection, &item.id)?;
-        if !item.matches && held.is_none() {
+        if held.is_none() && (!item.matches || item.check == Check::Shadow) {
+            // Not for us to hold; but another version of a natural id may reach us (or a
+            // node behind us) by another path, and must then meet this one.
+            if !item.id.is_uuid() && store.apply_shadow(collection, &item.id, &state)? {
+                self.changed.push((collection.clone(), item.id.clone()));
+            }
             return Ok(());
         }
         match (held, item.check) {
+            (_, Check::Shadow) => {
+                // The sender only has a shadow: nothing to compare.
+                self.apply(store, collection, &item.id, &state)?;
+            }
             (None, Check::Digest(_)) => {
                 // A part of a document we have never seen: we need all of it.
                 self.want(Some(batch), collection, &item.id, None);

@@ -5,7 +5,8 @@
 //! neighbour. Links have latency and jitter (so frames reorder), lose and duplicate
 //! frames, are cut and healed; nodes restart (sessions dropped and recreated, store
 //! kept). Random local writes insert, update, delete, re-insert and increment
-//! documents. Everything random comes from one [`SimRng`] seeded by the seed, and
+//! documents; most inserted ids are UUIDs unique to their writer, some come from a small
+//! pool of natural ids that every node inserts independently. Everything random comes from one [`SimRng`] seeded by the seed, and
 //! events run in (time, sequence) order, so a seed replays exactly.
 //!
 //! After the active phase every link heals, frames stop being lost, and the simulation
@@ -294,6 +295,8 @@ const EPOCH_MS: u64 = 1_790_000_000_000;
 const TICK_MS: u64 = 50;
 const CHECK_MS: u64 = 100;
 const SETTLE_LIMIT_MS: u64 = 120_000;
+/// How many natural ids all nodes share (each insert takes one with probability 1/8).
+const SHARED_IDS: u64 = 6;
 
 /// A simulated mesh. See the module documentation.
 #[derive(Debug)]
@@ -798,11 +801,19 @@ impl Simulation {
             Delete(DocId),
         }
         let op = if roll < 35 || live.is_empty() && dead.is_empty() {
-            let n = &mut self.nodes[node];
-            n.next_doc += 1;
-            // Ids are unique to their first writer: see docs/sync.md on independent
-            // inserts of one id.
-            Op::Insert(DocId::from_string(format!("n{node}-{}", n.next_doc)).expect("valid"))
+            if self.rng.below(8) == 0 {
+                // A natural id from a small pool shared by every node: inserted
+                // independently on several nodes (docs/sync.md, "Independent inserts
+                // of one id").
+                let k = self.rng.below(SHARED_IDS);
+                Op::Insert(DocId::from_string(format!("shared-{k}")).expect("valid"))
+            } else {
+                // A UUID, unique to its first writer like a generated one.
+                let n = &mut self.nodes[node];
+                n.next_doc += 1;
+                let uuid = format!("00000000-0000-4000-8000-{:04x}{:08x}", node, n.next_doc);
+                Op::Insert(DocId::from_string(uuid).expect("valid"))
+            }
         } else if roll < 80 && !live.is_empty() {
             Op::Update(self.rng.pick(&live).clone())
         } else if roll < 90 && !live.is_empty() {
@@ -1034,6 +1045,7 @@ fn summary(message: &super::Message) -> String {
                     match d.check {
                         super::frame::Check::Whole => "",
                         super::frame::Check::Digest(_) => "(partial)",
+                        super::frame::Check::Shadow => "(shadow)",
                     }
                 ))
                 .collect::<Vec<_>>()

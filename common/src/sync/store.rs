@@ -7,6 +7,13 @@
 //! number ([`Lsn`]); all entries changed by one merge share one LSN. A merge that
 //! changes nothing takes no LSN. Each document is indexed by its latest LSN, per
 //! collection, so "what changed after LSN x in collection c" is a range scan.
+//!
+//! Besides the documents it holds, a store keeps **shadows**: what it received of
+//! documents it does not hold, when their ids are natural (not UUIDs; see
+//! [`DocId::is_uuid`]). A shadow is out of sight (not a document: `doc` and `docs_in`
+//! do not return it) but it is numbered and scanned like one, so it is relayed; when the
+//! store acquires the document, the shadow is merged into it. docs/sync.md says why
+//! ("Independent inserts of one id").
 
 use std::collections::BTreeMap;
 
@@ -31,8 +38,10 @@ pub struct ChangedDoc {
     pub fragment: DocState,
     /// Whether `fragment` is the whole document (nothing in it is older than `after`).
     pub whole: bool,
-    /// The whole current document.
+    /// The whole current document (or shadow).
     pub state: DocState,
+    /// Whether this is a shadow, not a document held here.
+    pub shadow: bool,
 }
 
 /// What a sync session reads and writes. One store is shared by all sessions of a node
@@ -44,9 +53,10 @@ pub trait SyncStore {
     /// The LSN of the latest change (0 for an empty store).
     fn current_lsn(&self) -> Lsn;
 
-    /// The documents of `collection` whose latest LSN is greater than `cursor` (which is
-    /// at least `after`), in LSN order, at most `limit` of them; each with the entries
-    /// changed after `after`. Page through with `cursor` = the last document's LSN.
+    /// The documents (and shadows) of `collection` whose latest LSN is greater than
+    /// `cursor` (which is at least `after`), in LSN order, at most `limit` of them; each
+    /// with the entries changed after `after`. Page through with `cursor` = the last
+    /// document's LSN.
     fn changed_since(
         &self,
         collection: &CollectionName,
@@ -71,8 +81,19 @@ pub trait SyncStore {
     ) -> Result<Vec<(DocId, DocState)>, StoreFailure>;
 
     /// Merges a fragment into a document. Returns whether the document changed (and so
-    /// took a new LSN).
+    /// took a new LSN). A document not held yet but shadowed starts from its shadow,
+    /// which is then gone.
     fn apply(
+        &mut self,
+        collection: &CollectionName,
+        id: &DocId,
+        fragment: &DocState,
+    ) -> Result<bool, StoreFailure>;
+
+    /// Keeps a fragment of a document not held here in its shadow (merges it in). Returns
+    /// whether the shadow changed (and so took a new LSN). If the document is held, the
+    /// fragment is merged into it as by [`SyncStore::apply`].
+    fn apply_shadow(
         &mut self,
         collection: &CollectionName,
         id: &DocId,
@@ -123,6 +144,9 @@ pub struct MemoryStore {
     incarnation: Incarnation,
     lsn: Lsn,
     docs: BTreeMap<(CollectionName, DocId), StoredDoc>,
+    /// Shadows: never for a held document.
+    shadows: BTreeMap<(CollectionName, DocId), StoredDoc>,
+    /// Documents and shadows by their latest LSN.
     by_lsn: BTreeMap<(CollectionName, Lsn), DocId>,
     bookmarks: BTreeMap<(Incarnation, QueryId), Lsn>,
 }
@@ -134,6 +158,7 @@ impl MemoryStore {
             incarnation,
             lsn: 0,
             docs: BTreeMap::new(),
+            shadows: BTreeMap::new(),
             by_lsn: BTreeMap::new(),
             bookmarks: BTreeMap::new(),
         }
@@ -151,12 +176,55 @@ impl MemoryStore {
         self.docs.iter().map(|((c, id), d)| (c, id, &d.state))
     }
 
+    /// The shadow of a document not held here.
+    pub fn shadow(&self, collection: &CollectionName, id: &DocId) -> Option<&DocState> {
+        self.shadows
+            .get(&(collection.clone(), id.clone()))
+            .map(|d| &d.state)
+    }
+
     /// Merges a fragment (a local write's delta or a remote one); returns whether the
-    /// document changed.
+    /// document changed. A shadow of the document is merged in when it is acquired.
     pub fn merge(&mut self, collection: &CollectionName, id: &DocId, fragment: &DocState) -> bool {
         let key = (collection.clone(), id.clone());
-        let lsn = self.lsn + 1;
-        let stored = match self.docs.get(&key) {
+        if !self.docs.contains_key(&key)
+            && let Some(shadow) = self.shadows.remove(&key)
+        {
+            // Acquired: everything known of it becomes the document, all of it new here.
+            self.by_lsn.remove(&(collection.clone(), shadow.lsns.lsn()));
+            let mut state = shadow.state;
+            state.merge(fragment);
+            self.insert_new(&key, state);
+            return true;
+        }
+        Self::merge_into(&mut self.docs, &mut self.by_lsn, &mut self.lsn, &key, fragment)
+    }
+
+    /// Merges a fragment into the shadow of a document not held here (into the document
+    /// if it is held); returns whether it changed.
+    pub fn merge_shadow(
+        &mut self,
+        collection: &CollectionName,
+        id: &DocId,
+        fragment: &DocState,
+    ) -> bool {
+        let key = (collection.clone(), id.clone());
+        if self.docs.contains_key(&key) {
+            return self.merge(collection, id, fragment);
+        }
+        Self::merge_into(&mut self.shadows, &mut self.by_lsn, &mut self.lsn, &key, fragment)
+    }
+
+    /// Merges into the document or shadow `key` of `stored`, numbering what changed.
+    fn merge_into(
+        stored: &mut BTreeMap<(CollectionName, DocId), StoredDoc>,
+        by_lsn: &mut BTreeMap<(CollectionName, Lsn), DocId>,
+        last: &mut Lsn,
+        key: &(CollectionName, DocId),
+        fragment: &DocState,
+    ) -> bool {
+        let lsn = *last + 1;
+        let next = match stored.get(key) {
             Some(doc) => {
                 let mut state = doc.state.clone();
                 state.merge(fragment);
@@ -164,7 +232,7 @@ impl MemoryStore {
                 if !lsns.record(&doc.state, &state, lsn) {
                     return false;
                 }
-                self.by_lsn.remove(&(collection.clone(), doc.lsns.lsn()));
+                by_lsn.remove(&(key.0.clone(), doc.lsns.lsn()));
                 StoredDoc { state, lsns }
             }
             None => {
@@ -179,10 +247,21 @@ impl MemoryStore {
                 }
             }
         };
-        self.docs.insert(key, stored);
-        self.lsn = lsn;
-        self.by_lsn.insert((collection.clone(), lsn), id.clone());
+        stored.insert(key.clone(), next);
+        *last = lsn;
+        by_lsn.insert((key.0.clone(), lsn), key.1.clone());
         true
+    }
+
+    /// Stores a new document with every entry numbered by the next LSN.
+    fn insert_new(&mut self, key: &(CollectionName, DocId), state: DocState) {
+        self.lsn += 1;
+        let doc = StoredDoc {
+            state,
+            lsns: DocLsns::new(self.lsn),
+        };
+        self.by_lsn.insert((key.0.clone(), self.lsn), key.1.clone());
+        self.docs.insert(key.clone(), doc);
     }
 }
 
@@ -209,7 +288,11 @@ impl SyncStore for MemoryStore {
             .range(start..=end)
             .take(limit)
             .map(|((_, lsn), id)| {
-                let doc = &self.docs[&(collection.clone(), id.clone())];
+                let key = (collection.clone(), id.clone());
+                let (doc, shadow) = match self.docs.get(&key) {
+                    Some(doc) => (doc, false),
+                    None => (&self.shadows[&key], true),
+                };
                 let (fragment, whole) = doc.lsns.fragment_after(&doc.state, after);
                 ChangedDoc {
                     id: id.clone(),
@@ -217,6 +300,7 @@ impl SyncStore for MemoryStore {
                     fragment,
                     whole,
                     state: doc.state.clone(),
+                    shadow,
                 }
             })
             .collect())
@@ -258,6 +342,15 @@ impl SyncStore for MemoryStore {
         fragment: &DocState,
     ) -> Result<bool, StoreFailure> {
         Ok(self.merge(collection, id, fragment))
+    }
+
+    fn apply_shadow(
+        &mut self,
+        collection: &CollectionName,
+        id: &DocId,
+        fragment: &DocState,
+    ) -> Result<bool, StoreFailure> {
+        Ok(self.merge_shadow(collection, id, fragment))
     }
 
     fn bookmark(&self, peer: &Incarnation, query: &QueryId) -> Result<Lsn, StoreFailure> {
@@ -354,5 +447,62 @@ pub(crate) mod tests {
             .clone();
         replica.merge(&changed[0].fragment);
         assert_eq!(replica.to_json(&id), Some(json!({"_id": "a", "n": 3})));
+    }
+
+    #[test]
+    fn shadows_are_out_of_sight_relayed_and_absorbed_when_the_document_is_acquired() {
+        let cars = CollectionName::new("cars").unwrap();
+        let id = DocId::from_string("truck-17").unwrap();
+        let mut store = MemoryStore::new(Incarnation::from_u64(1));
+        let theirs = DocState::insert_delta(ctx(20, 1), &json!({"color": "red"})).unwrap();
+        assert!(store.apply_shadow(&cars, &id, &theirs).unwrap());
+        assert!(!store.apply_shadow(&cars, &id, &theirs).unwrap(), "no change");
+        assert_eq!(store.doc(&cars, &id).unwrap(), None, "out of sight");
+        assert!(store.docs_in(&cars, None, 10).unwrap().is_empty());
+        let relayed = store.changed_since(&cars, 0, 0, 10).unwrap();
+        assert_eq!(relayed.len(), 1);
+        assert!(relayed[0].shadow);
+        assert_eq!(relayed[0].state, theirs);
+
+        // Another version of the same id arrives as a document: it absorbs the shadow.
+        let ours = DocState::insert_delta(
+            WriteContext {
+                stamp: Stamp {
+                    hlc: Hlc::new(10, 0),
+                    actor: ActorId::from_u64(2),
+                },
+                dot: Dot {
+                    actor: ActorId::from_u64(2),
+                    seq: 1,
+                },
+            },
+            &json!({"color": "blue", "km": 3}),
+        )
+        .unwrap();
+        assert!(store.apply(&cars, &id, &ours).unwrap());
+        assert_eq!(store.shadow(&cars, &id), None);
+        let held = store.doc(&cars, &id).unwrap().unwrap();
+        assert_eq!(
+            held.to_json(&id),
+            Some(json!({"_id": "truck-17", "color": "red"})),
+            "the shadowed version is the newer insert: it wins, as in any merge of the two"
+        );
+        let changed = store.changed_since(&cars, 0, 0, 10).unwrap();
+        assert_eq!(changed.len(), 1, "one entry in the LSN index");
+        assert!(!changed[0].shadow && changed[0].whole);
+
+        // A fragment for a held document given as a shadow goes into the document.
+        let more = held
+            .update_delta(
+                ctx(30, 2),
+                &[Mutation::Set(Path::parse_dotted("km"), json!(4))],
+            )
+            .unwrap();
+        assert!(store.apply_shadow(&cars, &id, &more).unwrap());
+        assert_eq!(store.shadow(&cars, &id), None);
+        assert_eq!(
+            store.doc(&cars, &id).unwrap().unwrap().to_json(&id).unwrap()["km"],
+            json!(4)
+        );
     }
 }

@@ -8,6 +8,10 @@
 //! thousand, and the bookmarks a batch completes are committed with its documents, so a
 //! crash can never leave a bookmark vouching for documents that were not stored.
 //! Meanwhile reads answer from the held states.
+//!
+//! Fragments kept as shadows (documents with natural ids that this node does not hold;
+//! `store::shadow`) are held the same way and committed first, so a document acquired in
+//! the same flush absorbs them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +37,10 @@ pub struct EngineSyncStore {
     /// The resulting states of the documents they touched.
     states: BTreeMap<(CollectionName, DocId), DocState>,
     bookmarks: BTreeMap<(Incarnation, QueryId), Lsn>,
+    /// Fragments kept as shadows since the last flush, in order.
+    held_shadows: Vec<DocChange>,
+    /// The resulting shadows.
+    shadow_states: BTreeMap<(CollectionName, DocId), DocState>,
 }
 
 impl std::fmt::Debug for EngineSyncStore {
@@ -56,7 +64,21 @@ impl EngineSyncStore {
             held: Vec::new(),
             states: BTreeMap::new(),
             bookmarks: BTreeMap::new(),
+            held_shadows: Vec::new(),
+            shadow_states: BTreeMap::new(),
         }
+    }
+
+    /// The shadow of a document, held or stored.
+    fn shadow(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>, StoreFailure> {
+        if let Some(state) = self.shadow_states.get(&(collection.clone(), id.clone())) {
+            return Ok(Some(state.clone()));
+        }
+        self.engine.store().shadow(collection, id).map_err(failure)
+    }
+
+    fn held_count(&self) -> usize {
+        self.held.len() + self.held_shadows.len()
     }
 
     fn commit(&mut self, with_bookmarks: bool) -> Result<(), StoreFailure> {
@@ -68,6 +90,12 @@ impl EngineSyncStore {
         } else {
             Vec::new()
         };
+        if !self.held_shadows.is_empty() {
+            let result = self.engine.apply_shadows(&self.held_shadows);
+            self.held_shadows.clear();
+            self.shadow_states.clear();
+            result.map_err(failure)?;
+        }
         if self.held.is_empty() && bookmarks.is_empty() {
             return Ok(());
         }
@@ -172,7 +200,11 @@ impl SyncStore for EngineSyncStore {
             return Ok(false);
         }
         let current = self.doc(collection, id)?;
-        let mut merged = current.clone().unwrap_or_default();
+        // A document acquired here starts from its shadow (the store merges it in).
+        let mut merged = match &current {
+            Some(state) => state.clone(),
+            None => self.shadow(collection, id)?.unwrap_or_default(),
+        };
         merged.merge(fragment);
         let changed = match &current {
             Some(current) => *current != merged,
@@ -186,9 +218,41 @@ impl SyncStore for EngineSyncStore {
             id: id.clone(),
             state: fragment.clone(),
         });
+        self.shadow_states.remove(&(collection.clone(), id.clone()));
         self.states.insert((collection.clone(), id.clone()), merged);
-        if self.held.len() >= MAX_HELD {
+        if self.held_count() >= MAX_HELD {
             // Documents may be committed early; bookmarks wait for the flush.
+            self.commit(false)?;
+        }
+        Ok(true)
+    }
+
+    fn apply_shadow(
+        &mut self,
+        collection: &CollectionName,
+        id: &DocId,
+        fragment: &DocState,
+    ) -> Result<bool, StoreFailure> {
+        if self.doc(collection, id)?.is_some() {
+            return self.apply(collection, id, fragment);
+        }
+        if self.engine.store().is_evicted(collection, id).map_err(failure)? {
+            return Ok(false);
+        }
+        let current = self.shadow(collection, id)?.unwrap_or_default();
+        let mut merged = current.clone();
+        merged.merge(fragment);
+        if merged == current {
+            return Ok(false);
+        }
+        self.held_shadows.push(DocChange {
+            collection: collection.clone(),
+            id: id.clone(),
+            state: fragment.clone(),
+        });
+        self.shadow_states
+            .insert((collection.clone(), id.clone()), merged);
+        if self.held_count() >= MAX_HELD {
             self.commit(false)?;
         }
         Ok(true)
@@ -342,4 +406,51 @@ mod tests {
         assert_eq!(store.get(&cars, &big).unwrap(), None);
         assert_eq!(store.bookmark(&peer, &query).unwrap(), 5);
     }
+
+    #[test]
+    fn natural_ids_not_held_are_kept_as_shadows_until_the_node_acquires_them() {
+        let (store, engine) = engine_on_memory();
+        let mut sync = EngineSyncStore::new(Arc::clone(&engine));
+        let cars = CollectionName::new("cars").unwrap();
+        let truck = DocId::from_string("truck-17").unwrap();
+        // Far in the future of this node's clock: the other version is the newer one.
+        let actor = ActorId::from_u64(7);
+        let theirs = DocState::insert_delta(
+            WriteContext {
+                stamp: Stamp {
+                    hlc: Hlc::new(4_000_000_000_000, 0),
+                    actor,
+                },
+                dot: Dot { actor, seq: 1 },
+            },
+            &json!({"color": "red"}),
+        )
+        .unwrap();
+        assert!(sync.apply_shadow(&cars, &truck, &theirs).unwrap());
+        assert!(!sync.apply_shadow(&cars, &truck, &theirs).unwrap());
+        assert_eq!(sync.doc(&cars, &truck).unwrap(), None);
+        let lsn = sync.current_lsn();
+        sync.flush().unwrap();
+        assert!(sync.current_lsn() > lsn, "a shadow is numbered, to be relayed");
+        assert_eq!(store.shadow(&cars, &truck).unwrap(), Some(theirs));
+        let seen = engine
+            .execute("SELECT * FROM cars", &Default::default())
+            .unwrap();
+        assert_eq!(seen.documents().len(), 0, "queries do not see shadows");
+
+        // A local insert of the same id acquires the document: both versions merge.
+        engine
+            .execute(
+                r#"INSERT INTO cars DOCUMENTS ({"_id": "truck-17", "color": "blue"})"#,
+                &Default::default(),
+            )
+            .unwrap();
+        assert_eq!(store.shadow(&cars, &truck).unwrap(), None);
+        let merged = store.get(&cars, &truck).unwrap().unwrap();
+        assert_eq!(
+            merged.to_json(&truck),
+            Some(json!({"_id": "truck-17", "color": "red"}))
+        );
+    }
 }
+
