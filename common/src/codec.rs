@@ -18,6 +18,7 @@ use crate::clock::Hlc;
 use crate::crdt::MAX_PATH_DEPTH;
 use crate::crdt::{
     Counter, CounterPart, DocState, Entry, EntryKind, Leaf, Path, Stamp, VersionVector,
+    WriteContext,
 };
 use crate::delta::{Delta, DocChange};
 use crate::ids::{ActorId, CollectionName, DocId};
@@ -131,6 +132,67 @@ enum KindRefV1<'a> {
     Counter { base: f64, parts: Vec<PartV1> },
 }
 
+/// The shape of a V1 document that one insert creates, borrowing from its JSON body:
+/// the same serde shape as [`DocV1`] (a one-write table, and entries whose kinds are
+/// the `Map` and `Value` of [`KindV1`] with a leaf shaped as [`Leaf`]), so the same
+/// bytes.
+#[derive(Serialize)]
+enum DocEncodingInsert<'a> {
+    V1(DocInsertV1<'a>),
+}
+
+#[derive(Serialize)]
+struct DocInsertV1<'a> {
+    writes: &'a [WriteV1],
+    entries: Vec<EntryInsertV1<'a>>,
+}
+
+#[derive(Serialize)]
+struct EntryInsertV1<'a> {
+    shared: u16,
+    rest: &'a [String],
+    write: u32,
+    kind: KindInsertV1<'a>,
+}
+
+/// The first two variants of [`KindV1`], in its order.
+#[derive(Serialize)]
+enum KindInsertV1<'a> {
+    Map,
+    Value(LeafRef<'a>),
+}
+
+/// [`Leaf`] borrowing its string, variants in the order of [`Leaf`].
+#[derive(Serialize)]
+enum LeafRef<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(&'a str),
+    Array(String),
+}
+
+impl<'a> LeafRef<'a> {
+    /// As [`Leaf::from_json`]: `None` for objects, which are maps.
+    fn from_json(value: &'a serde_json::Value) -> Option<Self> {
+        use serde_json::Value;
+        Some(match value {
+            Value::Null => LeafRef::Null,
+            Value::Bool(b) => LeafRef::Bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => LeafRef::Int(i),
+                (None, Some(u)) => LeafRef::UInt(u),
+                (None, None) => LeafRef::Float(n.as_f64().unwrap_or(0.0)),
+            },
+            Value::String(s) => LeafRef::Str(s),
+            Value::Array(_) => LeafRef::Array(value.to_string()),
+            Value::Object(_) => return None,
+        })
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct ChangeV1 {
     collection: String,
@@ -148,6 +210,76 @@ struct DeltaV1 {
 /// Encodes a document state (current format).
 pub fn encode_doc(state: &DocState) -> Vec<u8> {
     to_bytes(&DocEncodingRef::V1(doc_ref_v1(state)))
+}
+
+/// Encodes the document that inserting `body` creates, every entry written by `ctx`:
+/// the same bytes as `encode_doc(&DocState::insert_delta(ctx, body)?)`, without
+/// building the [`DocState`] (the write path's fast path for new documents; a
+/// property test in `tests/codec.rs` compares the two). `None` when `body` is not an
+/// object or nests deeper than [`MAX_PATH_DEPTH`]: building the state reports why.
+pub fn encode_insert(ctx: WriteContext, body: &serde_json::Value) -> Option<Vec<u8>> {
+    let fields = body.as_object()?;
+    let write = WriteV1 {
+        actor: ctx.stamp.actor.to_bytes(),
+        ms: ctx.stamp.hlc.physical_ms(),
+        logical: ctx.stamp.hlc.logical(),
+        seq: ctx.dot.seq,
+    };
+    let mut entries = Vec::with_capacity(fields.len() + 1);
+    entries.push(EntryInsertV1 {
+        shared: 0,
+        rest: &[],
+        write: 0,
+        kind: KindInsertV1::Map,
+    });
+    // The root's `_id` is the document's key, not a field (as in `insert_delta`).
+    insert_entries(fields, 1, &mut entries)?;
+    let doc = DocEncodingInsert::V1(DocInsertV1 {
+        writes: std::slice::from_ref(&write),
+        entries,
+    });
+    Some(
+        postcard::to_extend(&doc, Vec::with_capacity(256))
+            .expect("encoding into a Vec cannot fail"),
+    )
+}
+
+/// The entries of the fields of an object whose path has `depth - 1` segments, in path order: keys
+/// sorted at each level, each object's entry right before its fields'. Each entry's
+/// path shares all but its last segment with the entry before it (its parent, or the
+/// last of its previous sibling's subtree), so it stores that segment alone. `None` when
+/// a path is deeper than [`MAX_PATH_DEPTH`].
+fn insert_entries<'a>(
+    fields: &'a serde_json::Map<String, serde_json::Value>,
+    depth: usize,
+    out: &mut Vec<EntryInsertV1<'a>>,
+) -> Option<()> {
+    if depth > MAX_PATH_DEPTH && !fields.is_empty() {
+        return None;
+    }
+    let mut sorted: Vec<(&'a String, &'a serde_json::Value)> = fields
+        .iter()
+        .filter(|(key, _)| depth > 1 || key.as_str() != "_id")
+        .collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let shared = u16::try_from(depth - 1).expect("depth is at most MAX_PATH_DEPTH");
+    for (key, value) in sorted {
+        let rest = std::slice::from_ref(key);
+        let kind = match LeafRef::from_json(value) {
+            Some(leaf) => KindInsertV1::Value(leaf),
+            None => KindInsertV1::Map,
+        };
+        out.push(EntryInsertV1 {
+            shared,
+            rest,
+            write: 0,
+            kind,
+        });
+        if let serde_json::Value::Object(inner) = value {
+            insert_entries(inner, depth + 1, out)?;
+        }
+    }
+    Some(())
 }
 
 /// Decodes a document state of any known format.

@@ -2,8 +2,11 @@
 
 use proptest::prelude::*;
 use serde_json::json;
-use trellis_common::codec::{CodecError, decode_delta, decode_doc, encode_delta, encode_doc};
-use trellis_common::crdt::{Mutation, Path};
+use trellis_common::clock::Hlc;
+use trellis_common::codec::{
+    CodecError, decode_delta, decode_doc, encode_delta, encode_doc, encode_insert,
+};
+use trellis_common::crdt::{DocState, Dot, Mutation, Path, Stamp, WriteContext};
 use trellis_common::delta::Delta;
 use trellis_common::ids::{ActorId, CollectionName, DocId};
 use trellis_common::replica::Replica;
@@ -170,5 +173,94 @@ proptest! {
             // of a sync would see.
             prop_assert_eq!(decode_delta(&encode_delta(&decoded)).unwrap(), decoded);
         }
+    }
+}
+
+/// Keys that sort in awkward ways: empty, prefixes of each other, dots, non-ASCII, and
+/// `_id` (skipped at the root only).
+fn awkward_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(""),
+        Just("a"),
+        Just("aa"),
+        Just("a.b"),
+        Just("B"),
+        Just("_id"),
+        Just("é"),
+        Just("a\u{0}"),
+    ]
+    .prop_map(str::to_owned)
+}
+
+fn json_leaf() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("JSON numbers are finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        ".{0,8}".prop_map(Value::from),
+    ]
+}
+
+/// Arbitrary JSON: nested objects (maps in the document) and arrays (leaves) of
+/// anything, keys in arbitrary insertion order.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    json_leaf().prop_recursive(4, 32, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::Array),
+            prop::collection::vec((awkward_key(), inner), 0..5)
+                .prop_map(|fields| serde_json::Value::Object(fields.into_iter().collect())),
+        ]
+    })
+}
+
+fn insert_context(ms: u64, logical: u16, seq: u64) -> WriteContext {
+    let actor = ActorId::from_u64(0x5EED);
+    WriteContext {
+        stamp: Stamp {
+            hlc: Hlc::new(ms, logical),
+            actor,
+        },
+        dot: Dot { actor, seq },
+    }
+}
+
+/// A body nested `depth` objects deep (`{"n": {"n": ... {"leaf": 1}}}`).
+fn nested(depth: usize) -> serde_json::Value {
+    (0..depth).fold(json!({"leaf": 1}), |inner, _| json!({ "n": inner }))
+}
+
+#[test]
+fn encoding_an_insert_refuses_what_building_it_refuses() {
+    let ctx = insert_context(T, 0, 1);
+    for body in [json!([1]), json!("text"), nested(64), nested(70)] {
+        assert!(encode_insert(ctx, &body).is_none());
+        assert!(DocState::insert_delta(ctx, &body).is_err());
+    }
+    let deepest = nested(63);
+    let state = DocState::insert_delta(ctx, &deepest).unwrap();
+    assert_eq!(encode_insert(ctx, &deepest), Some(encode_doc(&state)));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn an_insert_encodes_as_the_state_it_creates(
+        fields in prop::collection::vec((awkward_key(), json_value()), 0..8),
+        ms in 1u64..(1 << 48),
+        logical in any::<u16>(),
+        seq in 1u64..u64::MAX,
+    ) {
+        let body = serde_json::Value::Object(fields.into_iter().collect());
+        let ctx = insert_context(ms, logical, seq);
+        let state = DocState::insert_delta(ctx, &body).unwrap();
+        let encoded = encode_insert(ctx, &body);
+        prop_assert_eq!(encoded.as_ref(), Some(&encode_doc(&state)));
+        prop_assert_eq!(decode_doc(&encoded.unwrap()).unwrap(), state);
     }
 }

@@ -10,12 +10,20 @@
 //! fragments, by one [`Store::apply`]. That stores what one single-write delta per
 //! write, applied in order, would: merge is associative and commutative, and the
 //! version vector covers `first - 1` for all of them or for none.
+//!
+//! An INSERT of a document that neither the store nor the transaction holds takes a
+//! fast path: the document is encoded straight from its JSON (`codec::encode_insert`,
+//! the same bytes as encoding `DocState::insert_delta`'s state) and travels to the store
+//! as a [`NewDoc`], which stores it without building a [`DocState`]. The existence read
+//! is skipped only for ids the engine generates (fresh UUIDs), never for a given `_id`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
 
 use serde_json::Value;
-use trellis_common::clock::Clock;
+use trellis_common::clock::{Clock, Hlc};
+use trellis_common::codec::{decode_doc, encode_insert};
 use trellis_common::crdt::{self, Crdt, DocState, Dot, JsonError, WriteContext};
 use trellis_common::delta::{Delta, DocChange};
 use trellis_common::ids::{ActorId, CollectionName, DocId};
@@ -28,7 +36,7 @@ use super::error::EngineError;
 use super::plan::{Plan, plan};
 use super::probe::Probe;
 use super::result::{Outcome, QueryResult};
-use crate::store::{IndexDef, Store, WriteBatch};
+use crate::store::{IndexDef, NewDoc, Store, StoreError, WriteBatch};
 
 /// Documents a store scan reads per call.
 const SCAN_PAGE: usize = 512;
@@ -36,14 +44,36 @@ const SCAN_PAGE: usize = 512;
 /// Uncommitted document states, by collection then id.
 pub(crate) type Overlay = BTreeMap<CollectionName, BTreeMap<DocId, Pending>>;
 
-/// A document's state as the running transaction left it.
+/// A document as the running transaction left it.
 #[derive(Debug)]
-pub(crate) struct Pending {
-    state: DocState,
-    /// The merge of the transaction's fragments for the document, when the store held
-    /// it before the transaction. `None`: the store held nothing, so `state` is exactly
-    /// that merge (kept once, not twice).
-    fragments: Option<DocState>,
+pub(crate) enum Pending {
+    /// Its state after the transaction's writes.
+    State {
+        state: DocState,
+        /// The merge of the transaction's fragments for the document, when the store
+        /// held it before the transaction. `None`: the store held nothing, so `state`
+        /// is exactly that merge (kept once, not twice).
+        fragments: Option<DocState>,
+    },
+    /// Created by one insert and not written since: kept as the store will hold it
+    /// (`codec::encode_insert`), decoded only if the transaction reads it again.
+    Inserted {
+        encoded: Vec<u8>,
+        dot: Dot,
+        hlc: Hlc,
+    },
+}
+
+impl Pending {
+    /// The state of document `id` of `c`.
+    fn state(&self, c: &CollectionName, id: &DocId) -> Result<Cow<'_, DocState>, EngineError> {
+        match self {
+            Pending::State { state, .. } => Ok(Cow::Borrowed(state)),
+            Pending::Inserted { encoded, .. } => decode_doc(encoded)
+                .map(Cow::Owned)
+                .map_err(|e| StoreError::corrupt_doc(c, id, e).into()),
+        }
+    }
 }
 
 /// The collection a statement names, validated for the store.
@@ -66,7 +96,7 @@ impl View<'_> {
         id: &DocId,
     ) -> Result<Option<DocState>, EngineError> {
         if let Some(pending) = self.overlay.and_then(|o| o.get(c)?.get(id)) {
-            return Ok(Some(pending.state.clone()));
+            return Ok(Some(pending.state(c, id)?.into_owned()));
         }
         Ok(self.store.get(c, id)?)
     }
@@ -130,15 +160,15 @@ impl View<'_> {
             let done = page.len() < SCAN_PAGE;
             for (id, state) in &page {
                 while let Some((pid, pending)) = pending_iter.next_if(|(pid, _)| *pid < id) {
-                    if visit(pid, &pending.state).is_break() {
+                    if visit(pid, &*pending.state(c, pid)?).is_break() {
                         return Ok(());
                     }
                 }
                 let state = match pending_iter.next_if(|(pid, _)| *pid == id) {
-                    Some((_, pending)) => &pending.state,
-                    None => state,
+                    Some((_, pending)) => pending.state(c, id)?,
+                    None => Cow::Borrowed(state),
                 };
-                if visit(id, state).is_break() {
+                if visit(id, &state).is_break() {
                     return Ok(());
                 }
             }
@@ -148,7 +178,7 @@ impl View<'_> {
             }
         }
         for (pid, pending) in pending_iter {
-            if visit(pid, &pending.state).is_break() {
+            if visit(pid, &*pending.state(c, pid)?).is_break() {
                 break;
             }
         }
@@ -384,25 +414,29 @@ impl<'e> Tx<'e> {
                     source,
                 }
             })?;
-        if !self.overlay.contains_key(c) {
-            self.overlay.insert(c.clone(), BTreeMap::new());
-        }
-        let docs = self
-            .overlay
-            .get_mut(c)
-            .expect("the collection's overlay was just created");
+        let docs = self.overlay_of(c);
         match docs.get_mut(id) {
             // Written before in this transaction: `current` is its pending state.
-            Some(pending) => {
-                if let Some(fragments) = &mut pending.fragments {
+            Some(Pending::State { state, fragments }) => {
+                if let Some(fragments) = fragments {
                     fragments.merge(&fragment);
                 }
-                pending.state.merge(&fragment);
+                state.merge(&fragment);
+            }
+            // Inserted before in this transaction, new to the store: `current` is its
+            // state, and the merge of the transaction's fragments.
+            Some(pending @ Pending::Inserted { .. }) => {
+                let mut state = current;
+                state.merge(&fragment);
+                *pending = Pending::State {
+                    state,
+                    fragments: None,
+                };
             }
             // The store held nothing (no write leaves an empty state): the fragment
             // is the document.
             None if current.is_empty() => {
-                let pending = Pending {
+                let pending = Pending::State {
                     state: fragment,
                     fragments: None,
                 };
@@ -411,7 +445,7 @@ impl<'e> Tx<'e> {
             None => {
                 let mut state = current;
                 state.merge(&fragment);
-                let pending = Pending {
+                let pending = Pending::State {
                     state,
                     fragments: Some(fragment),
                 };
@@ -420,6 +454,49 @@ impl<'e> Tx<'e> {
         }
         self.seq = seq;
         Ok(())
+    }
+
+    /// Inserts a document that neither the store nor this transaction holds: as
+    /// [`Tx::write`] with `DocState::insert_delta`, but kept in its stored encoding,
+    /// made straight from the JSON (the fast path of inserts).
+    fn insert_new(&mut self, c: &CollectionName, id: DocId, body: &Value) -> Result<(), EngineError> {
+        let seq = self.seq + 1;
+        let dot = Dot {
+            actor: self.actor,
+            seq,
+        };
+        let ctx = WriteContext::for_document(&DocState::new(), self.clock.tick(self.wall_ms), dot);
+        let pending = match encode_insert(ctx, body) {
+            Some(encoded) => Pending::Inserted {
+                encoded,
+                dot,
+                hlc: ctx.stamp.hlc,
+            },
+            // Not an object, or nested too deep: building the state says which.
+            None => Pending::State {
+                state: DocState::insert_delta(ctx, body).map_err(|source| {
+                    EngineError::Document {
+                        collection: c.clone(),
+                        id: id.clone(),
+                        source,
+                    }
+                })?,
+                fragments: None,
+            },
+        };
+        self.overlay_of(c).insert(id, pending);
+        self.seq = seq;
+        Ok(())
+    }
+
+    /// The pending documents of collection `c`.
+    fn overlay_of(&mut self, c: &CollectionName) -> &mut BTreeMap<DocId, Pending> {
+        if !self.overlay.contains_key(c) {
+            self.overlay.insert(c.clone(), BTreeMap::new());
+        }
+        self.overlay
+            .get_mut(c)
+            .expect("the collection's overlay was just created")
     }
 
     /// The transaction's writes as one store batch: one delta from `{actor: first - 1}`
@@ -434,12 +511,23 @@ impl<'e> Tx<'e> {
         let mut changes = Vec::new();
         for (collection, docs) in self.overlay {
             for (id, pending) in docs {
-                absent.push(pending.fragments.is_none());
-                changes.push(DocChange {
-                    collection: collection.clone(),
-                    id,
-                    state: pending.fragments.unwrap_or(pending.state),
-                });
+                match pending {
+                    Pending::State { state, fragments } => {
+                        absent.push(fragments.is_none());
+                        changes.push(DocChange {
+                            collection: collection.clone(),
+                            id,
+                            state: fragments.unwrap_or(state),
+                        });
+                    }
+                    Pending::Inserted { encoded, dot, hlc } => batch.push_new(NewDoc {
+                        collection: collection.clone(),
+                        id,
+                        encoded,
+                        dot,
+                        hlc,
+                    }),
+                }
             }
         }
         batch.push(Delta {
@@ -482,12 +570,21 @@ impl<'e> Tx<'e> {
                     }
                 }
             };
-            let id = match body.get("_id") {
-                Some(value) => DocId::from_json(value)
-                    .map_err(|source| EngineError::InvalidId { number, source })?,
-                None => DocId::generate(),
+            let (id, current) = match body.get("_id") {
+                Some(value) => {
+                    let id = DocId::from_json(value)
+                        .map_err(|source| EngineError::InvalidId { number, source })?;
+                    let current = self.view().get(&c, &id)?.unwrap_or_default();
+                    (id, current)
+                }
+                // A fresh random id is stored nowhere yet: nothing to read.
+                None => (DocId::generate(), DocState::new()),
             };
-            let current = self.view().get(&c, &id)?.unwrap_or_default();
+            if current.is_empty() {
+                ids.push(id.to_json());
+                self.insert_new(&c, id, body)?;
+                continue;
+            }
             if current.is_live() {
                 match insert.on_conflict {
                     OnConflict::Fail => return Err(EngineError::IdConflict { collection: c, id }),

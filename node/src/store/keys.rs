@@ -56,9 +56,19 @@ fn bad(what: impl Into<String>) -> KeyError {
 
 /// The key of a document in `docs` (and of its marker in `evicted`).
 pub fn doc_key(collection: &CollectionName, id: &DocId) -> Vec<u8> {
-    let mut key = collection_prefix(collection);
-    key.extend_from_slice(id.as_canonical().as_bytes());
+    let mut key = Vec::with_capacity(doc_key_len(collection, id));
+    push_doc_key(&mut key, collection, id);
     key
+}
+
+fn doc_key_len(collection: &CollectionName, id: &DocId) -> usize {
+    collection.as_str().len() + 1 + id.as_canonical().len()
+}
+
+fn push_doc_key(key: &mut Vec<u8>, collection: &CollectionName, id: &DocId) {
+    key.extend_from_slice(collection.as_str().as_bytes());
+    key.push(SEP);
+    key.extend_from_slice(id.as_canonical().as_bytes());
 }
 
 /// The prefix shared by every document key of `collection`.
@@ -103,8 +113,11 @@ fn parse_id(bytes: &[u8]) -> Result<DocId, KeyError> {
 /// The change-index key saying that `dot` is part of the stored state of a document.
 /// One write (dot) may touch several documents, hence the document in the key.
 pub fn change_key(dot: Dot, collection: &CollectionName, id: &DocId) -> Vec<u8> {
-    let mut key = change_seek(dot.actor, dot.seq);
-    key.extend_from_slice(&doc_key(collection, id));
+    // Built in one allocation: the write path makes one per new document.
+    let mut key = Vec::with_capacity(16 + doc_key_len(collection, id));
+    key.extend_from_slice(&dot.actor.to_bytes());
+    key.extend_from_slice(&dot.seq.to_be_bytes());
+    push_doc_key(&mut key, collection, id);
     key
 }
 

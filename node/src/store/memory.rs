@@ -198,13 +198,13 @@ impl Store for MemoryStore {
                 .docs
                 .entry(doc.collection.clone())
                 .or_default()
-                .insert(doc.id.clone(), DocState::clone(&doc.after));
+                .insert(doc.id.clone(), doc.after.state()?.into_owned());
         }
         inner.version = plan.version.clone();
         if let Some(hlc) = plan.max_hlc {
             inner.max_hlc = hlc;
         }
-        Ok(plan.into_applied())
+        plan.into_applied()
     }
 
     fn generation(&self) -> Option<u64> {

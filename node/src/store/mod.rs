@@ -80,7 +80,7 @@ use std::ops::Bound;
 
 use serde_json::Value;
 use trellis_common::clock::Hlc;
-use trellis_common::crdt::{DocState, VersionVector};
+use trellis_common::crdt::{DocState, Dot, VersionVector};
 use trellis_common::delta::{Delta, DocChange};
 use trellis_common::ids::{CollectionName, DocId};
 use trellis_common::sync::{ChangedDoc, Incarnation, Lsn, QueryId};
@@ -180,6 +180,7 @@ impl WriteBatch {
 
     /// Adds a delta, applied after those already in the batch.
     pub fn push(&mut self, delta: Delta) {
+    new_docs: Vec<NewDoc>,
         self.deltas.push(delta);
     }
 
@@ -235,6 +236,49 @@ impl WriteBatch {
     pub(crate) fn absent_at(&self, generation: Option<u64>) -> Option<&[bool]> {
         (self.absent_at.is_some() && self.absent_at == generation).then_some(&self.absent[..])
     }
+    /// Adds a document new to the store, already encoded: a change of the batch like
+    /// the deltas' (its dot must be within their `until`), known absent at the
+    /// generation of [`WriteBatch::assume_absent`] (without it, or at another
+    /// generation, the store reads it like any change).
+    pub fn push_new(&mut self, doc: NewDoc) {
+        self.new_docs.push(doc);
+    }
+
+    /// The documents added by [`WriteBatch::push_new`], in order.
+    pub fn new_docs(&self) -> &[NewDoc] {
+        &self.new_docs
+    }
+
+    /// The same batch with its new documents decoded into changes of its last delta
+    /// (still known absent), for code that looks at the deltas' changes only.
+    pub(crate) fn with_new_docs_as_changes(&self) -> Result<WriteBatch> {
+        let mut batch = self.clone();
+        let new_docs = std::mem::take(&mut batch.new_docs);
+        if batch.deltas.is_empty() {
+            batch.deltas.push(Delta {
+                since: VersionVector::new(),
+                until: VersionVector::new(),
+                changes: Vec::new(),
+            });
+        }
+        let absent = batch.absent_at.is_some();
+        for new in &new_docs {
+            let change = DocChange {
+                collection: new.collection.clone(),
+                id: new.id.clone(),
+                state: new.state()?,
+            };
+            batch.deltas.last_mut().expect("pushed above if missing").changes.push(change);
+        }
+        if absent {
+            // The flags follow the changes in order, and the new ones are last.
+            let changes = batch.deltas.iter().map(|d| d.changes.len()).sum();
+            batch.absent.resize(changes - new_docs.len(), false);
+            batch.absent.resize(changes, true);
+        }
+        Ok(batch)
+    }
+
 }
 
 impl From<Delta> for WriteBatch {
@@ -265,6 +309,33 @@ pub struct AppliedDoc {
     /// The stored state before the batch (`None`: nothing was stored).
     pub before: Option<DocState>,
     /// The stored state after it.
+/// A document that one local insert creates, new to the store, in its stored encoding:
+/// the write path's fast path for inserts ([`WriteBatch::push_new`]), which neither
+/// builds nor encodes a [`DocState`] for it. Its state is
+/// `DocState::insert_delta(ctx, body)` and `encoded` is `codec::encode_insert(ctx,
+/// body)`, the same bytes as `codec::encode_doc` of that state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDoc {
+    /// The document's collection.
+    pub collection: CollectionName,
+    /// The document's id.
+    pub id: DocId,
+    /// The encoded state (`codec::encode_doc`'s format).
+    pub encoded: Vec<u8>,
+    /// The insert's dot, which every entry of the document carries.
+    pub dot: Dot,
+    /// The insert's timestamp, which every entry carries.
+    pub hlc: Hlc,
+}
+
+impl NewDoc {
+    /// The document's state, decoded.
+    pub fn state(&self) -> Result<DocState> {
+        trellis_common::codec::decode_doc(&self.encoded)
+            .map_err(|e| StoreError::corrupt_doc(&self.collection, &self.id, e))
+    }
+}
+
     pub after: DocState,
 }
 

@@ -15,8 +15,8 @@ use trellis_common::ids::{CollectionName, DocId};
 use trellis_common::sync::{DocLsns, Lsn};
 
 use super::{
-    Applied, AppliedDoc, IndexDef, MAX_DOC_BYTES, Result, SizeWarning, StoreError, WARN_DOC_BYTES,
-    WriteBatch, sorted_dots,
+    Applied, AppliedDoc, IndexDef, MAX_DOC_BYTES, NewDoc, Result, SizeWarning, StoreError,
+    WARN_DOC_BYTES, WriteBatch, keys, sorted_dots,
 };
 
 /// Everything one batch changes. Borrows the batch: a document the batch creates from a
@@ -41,19 +41,57 @@ pub(crate) struct Plan<'b> {
     states: bool,
 }
 
+/// A document's state after the batch.
+#[derive(Debug)]
+pub(crate) enum After<'b> {
+    /// Merged (or borrowed from the batch's only fragment for it).
+    State(Cow<'b, DocState>),
+    /// A [`NewDoc`] of the batch, new to the store: its state is its encoding, decoded
+    /// only when someone needs the state itself.
+    New(&'b NewDoc),
+}
+
+impl<'b> After<'b> {
+    /// The state, decoding a new document's encoding.
+    pub(crate) fn state(&self) -> Result<Cow<'_, DocState>> {
+        match self {
+            After::State(state) => Ok(Cow::Borrowed(state.as_ref())),
+            After::New(new) => new.state().map(Cow::Owned),
+        }
+    }
+
+    /// The state to change: a new document's is decoded first.
+    fn to_mut(&mut self) -> Result<&mut DocState> {
+        if let After::New(new) = self {
+            *self = After::State(Cow::Owned(new.state()?));
+        }
+        match self {
+            After::State(state) => Ok(state.to_mut()),
+            After::New(_) => unreachable!("replaced by its state just above"),
+        }
+    }
+
+    fn into_state(self) -> Result<DocState> {
+        match self {
+            After::State(state) => Ok(state.into_owned()),
+            After::New(new) => new.state(),
+        }
+    }
+}
+
 /// One changed document and the rows that follow from it.
 #[derive(Debug)]
 pub(crate) struct PlannedDoc<'b> {
     pub(crate) collection: &'b CollectionName,
     pub(crate) id: &'b DocId,
     pub(crate) before: Option<DocState>,
-    pub(crate) after: Cow<'b, DocState>,
+    pub(crate) after: After<'b>,
     /// The document's LSN before the batch (its LSN-index entry to remove).
     pub(crate) old_lsn: Option<Lsn>,
     /// Its change numbers after the batch.
     pub(crate) lsns: DocLsns,
-    /// `encode_doc(&after)`.
-    pub(crate) encoded: Vec<u8>,
+    /// `encode_doc` of the state after the batch.
+    pub(crate) encoded: Cow<'b, [u8]>,
     /// Writes the document now holds that it did not, in order.
     pub(crate) dots_added: Vec<Dot>,
     /// Writes it held and no longer does (superseded), in order.
@@ -92,7 +130,7 @@ pub(crate) fn plan_apply<'b>(
         lsn: mut next_lsn,
         indexes,
     } = before;
-    type Working<'b> = (Option<(DocState, DocLsns)>, Cow<'b, DocState>);
+    type Working<'b> = (Option<(DocState, DocLsns)>, After<'b>);
     let mut working: BTreeMap<(&'b CollectionName, &'b DocId), Working<'b>> = BTreeMap::new();
     let absent = batch.absent_at(generation);
     let mut change_number = 0;
@@ -104,7 +142,7 @@ pub(crate) fn plan_apply<'b>(
             let known_absent = absent.is_some_and(|a| a.get(change_number) == Some(&true));
             change_number += 1;
             match working.entry((&change.collection, &change.id)) {
-                Entry::Occupied(slot) => slot.into_mut().1.to_mut().merge(&change.state),
+                Entry::Occupied(slot) => slot.into_mut().1.to_mut()?.merge(&change.state),
                 Entry::Vacant(slot) => {
                     let before = if known_absent {
                         None
@@ -120,7 +158,7 @@ pub(crate) fn plan_apply<'b>(
                             Cow::Owned(after)
                         }
                     };
-                    slot.insert((before, after));
+                    slot.insert((before, After::State(after)));
                 }
             }
             newest = newest.max(change.state.max_hlc());
@@ -132,13 +170,37 @@ pub(crate) fn plan_apply<'b>(
         }
         advanced.push(advances);
     }
+    // New documents are changes of the batch too (merge does not care in which order).
+    for new in batch.new_docs() {
+        match working.entry((&new.collection, &new.id)) {
+            Entry::Occupied(slot) => slot.into_mut().1.to_mut()?.merge(&new.state()?),
+            Entry::Vacant(slot) => {
+                let before = if absent.is_some() {
+                    None
+                } else {
+                    read(&new.collection, &new.id)?
+                };
+                let after = match &before {
+                    None => After::New(new),
+                    Some((before, _)) => {
+                        let mut after = before.clone();
+                        after.merge(&new.state()?);
+                        After::State(Cow::Owned(after))
+                    }
+                };
+                slot.insert((before, after));
+            }
+        }
+        newest = newest.max(new.hlc);
+    }
 
     let mut docs = Vec::new();
     let mut warnings = Vec::new();
     for ((collection, id), (stored, after)) in working {
-        let unchanged = match &stored {
-            Some((before, _)) => *before == *after,
-            None => after.is_empty(),
+        let unchanged = match (&stored, &after) {
+            (_, After::New(_)) => false,
+            (Some((before, _)), After::State(after)) => *before == **after,
+            (None, After::State(after)) => after.is_empty(),
         };
         if unchanged {
             continue;
@@ -148,11 +210,14 @@ pub(crate) fn plan_apply<'b>(
             None => (None, None, DocLsns::new(next_lsn)),
             Some((before, mut lsns)) => {
                 let old_lsn = lsns.lsn();
-                lsns.record(&before, &after, next_lsn);
+                lsns.record(&before, &*after.state()?, next_lsn);
                 (Some(before), Some(old_lsn), lsns)
             }
         };
-        let encoded = encode_doc(&after);
+        let encoded = match &after {
+            After::State(state) => Cow::Owned(encode_doc(state)),
+            After::New(new) => Cow::Borrowed(new.encoded.as_slice()),
+        };
         if encoded.len() > MAX_DOC_BYTES {
             return Err(StoreError::DocumentTooLarge {
                 collection: collection.clone(),
@@ -175,20 +240,27 @@ pub(crate) fn plan_apply<'b>(
                 size: encoded.len(),
             });
         }
-        let new_dots = sorted_dots(&after);
-        let (dots_added, dots_removed) = match &before {
+        let (dots_added, dots_removed) = match (&before, &after) {
+            // Every entry of a new document is its insert's.
+            (_, After::New(new)) => (vec![new.dot], Vec::new()),
             // A document new to the store adds every write it holds.
-            None => (new_dots, Vec::new()),
-            Some(before) => sorted_difference(&sorted_dots(before), &new_dots),
+            (None, After::State(after)) => (sorted_dots(after), Vec::new()),
+            (Some(before), After::State(after)) => {
+                sorted_difference(&sorted_dots(before), &sorted_dots(after))
+            }
         };
         let mut index_removed = Vec::new();
         let mut index_added = Vec::new();
-        for def in indexes.iter().filter(|d| d.collection == *collection) {
-            let old = before.as_ref().and_then(|b| def.entry_value(id, b));
-            let new = def.entry_value(id, &after);
-            if old != new {
-                index_removed.extend(old.map(|v| (def.name.clone(), v)));
-                index_added.extend(new.map(|v| (def.name.clone(), v)));
+        let mut defs = indexes.iter().filter(|d| d.collection == *collection).peekable();
+        if defs.peek().is_some() {
+            let after = after.state()?;
+            for def in defs {
+                let old = before.as_ref().and_then(|b| def.entry_value(id, b));
+                let new = def.entry_value(id, &after);
+                if old != new {
+                    index_removed.extend(old.map(|v| (def.name.clone(), v)));
+                    index_added.extend(new.map(|v| (def.name.clone(), v)));
+                }
             }
         }
         docs.push(PlannedDoc {
@@ -246,30 +318,43 @@ fn sorted_difference(old: &[Dot], new: &[Dot]) -> (Vec<Dot>, Vec<Dot>) {
     (added, removed)
 }
 
+impl PlannedDoc<'_> {
+    /// The document's value in the `docs` column family ([`keys::encode_doc_value`]).
+    pub(crate) fn stored_value(&self) -> Result<Vec<u8>> {
+        let state = match &self.after {
+            After::State(state) => Cow::Borrowed(state.as_ref()),
+            // A new document's change numbers name no entry: they need no state.
+            After::New(_) => Cow::Owned(DocState::new()),
+        };
+        Ok(keys::encode_doc_value(&self.lsns, &state, &self.encoded))
+    }
+}
+
 impl Plan<'_> {
-    /// The report for the caller, once committed.
-    pub(crate) fn into_applied(self) -> Applied {
+    /// The report for the caller, once committed. Fails only if the encoding of a new
+    /// document the caller asked states of does not decode.
+    pub(crate) fn into_applied(self) -> Result<Applied> {
         let states = self.states;
-        Applied {
-            docs: self
-                .docs
-                .into_iter()
-                .map(|d| AppliedDoc {
-                    collection: d.collection.clone(),
-                    id: d.id.clone(),
-                    before: if states { d.before } else { None },
-                    after: if states {
-                        d.after.into_owned()
-                    } else {
-                        DocState::new()
-                    },
-                })
-                .collect(),
+        let mut docs = Vec::with_capacity(self.docs.len());
+        for d in self.docs {
+            docs.push(AppliedDoc {
+                collection: d.collection.clone(),
+                id: d.id.clone(),
+                before: if states { d.before } else { None },
+                after: if states {
+                    d.after.into_state()?
+                } else {
+                    DocState::new()
+                },
+            });
+        }
+        Ok(Applied {
+            docs,
             advanced: self.advanced,
             version: self.version,
             lsn: self.lsn,
             warnings: self.warnings,
-        }
+        })
     }
 }
 
@@ -349,10 +434,10 @@ mod tests {
     fn states_are_omitted_only_when_asked() {
         let batch = insert_batch();
         let plan = |b| plan_apply(b, before(None), |_, _| Ok(None));
-        let with = plan(&batch).unwrap().into_applied();
+        let with = plan(&batch).unwrap().into_applied().unwrap();
         assert_eq!(with.docs[0].after, batch.deltas()[0].changes[0].state);
         let without = batch.clone().without_states();
-        let applied = plan(&without).unwrap().into_applied();
+        let applied = plan(&without).unwrap().into_applied().unwrap();
         assert!(applied.docs[0].after.is_empty() && applied.docs[0].before.is_none());
         assert_eq!(applied.docs[0].id, with.docs[0].id);
     }

@@ -484,7 +484,7 @@ impl Store for RocksStore {
             && plan.max_hlc.is_none()
             && batch.bookmarks().is_empty()
         {
-            return Ok(plan.into_applied());
+            return plan.into_applied();
         }
         let (docs, changes, indexes, lsns, meta) = (
             self.cf(cf::DOCS),
@@ -524,7 +524,7 @@ impl Store for RocksStore {
             wb.put_cf(
                 docs,
                 key,
-                keys::encode_doc_value(&doc.lsns, &doc.after, &doc.encoded),
+                doc.stored_value()?,
             );
         }
         if plan.lsn != lsn {
@@ -557,7 +557,7 @@ impl Store for RocksStore {
                 cached.max_hlc = hlc;
             }
         }
-        Ok(plan.into_applied())
+        plan.into_applied()
     }
 
     fn generation(&self) -> Option<u64> {

@@ -1,0 +1,134 @@
+//! The fast path of INSERT (a document new to the store is encoded straight from its
+//! JSON), end to end through the engine on both backends: what it stores is what
+//! `DocState::insert_delta` makes, with given and generated ids; a transaction that
+//! reads or writes a document it has just inserted sees it; observers and indexes see
+//! batch inserts.
+
+mod engine_support;
+
+use engine_support::{Db, backends, p};
+use serde_json::{Value, json};
+use trellis_common::crdt::{DocState, Dot, WriteContext};
+use trellis_common::ids::{CollectionName, DocId};
+
+fn coll() -> CollectionName {
+    CollectionName::new("c").unwrap()
+}
+
+/// The state `body` inserted by the write that made the root entry of `stored`.
+fn insert_state_like(stored: &DocState, body: &Value) -> DocState {
+    let root = stored.get(&[]).expect("a stored insert has a root entry");
+    let ctx = WriteContext {
+        stamp: root.stamp,
+        dot: Dot {
+            actor: root.stamp.actor,
+            seq: root.seq,
+        },
+    };
+    DocState::insert_delta(ctx, body).unwrap()
+}
+
+fn stored(db: &Db, id: &Value) -> DocState {
+    let id = DocId::from_json(id).unwrap();
+    db.store.get(&coll(), &id).unwrap().unwrap()
+}
+
+#[test]
+fn inserted_documents_are_stored_as_their_insert_deltas() {
+    for db in backends() {
+        let bodies = [
+            json!({"_id": "a", "n": 1, "nested": {"x": [1, {"y": 2}], "empty": {}}}),
+            json!({"_id": {"site": "n", "k": 2}, "z": null, "a": "text", "B": 2.5}),
+            json!({"n": 3, "deep": {"er": {"est": true}}}),
+            json!({}),
+        ];
+        let params = json!({"a": bodies[0], "b": bodies[1], "c": bodies[2], "d": bodies[3]});
+        let result = db
+            .engine
+            .execute_transaction(
+                "INSERT INTO c DOCUMENTS (:a), (:b); INSERT INTO c DOCUMENTS (:c), (:d)",
+                &p(params),
+            )
+            .unwrap();
+        let ids: Vec<Value> = result.iter().flat_map(|r| r.ids().to_vec()).collect();
+        assert_eq!(ids.len(), 4, "[{}]", db.name);
+        let mut seqs = Vec::new();
+        for (id, body) in ids.iter().zip(&bodies) {
+            let state = stored(&db, id);
+            assert_eq!(state, insert_state_like(&state, body), "[{}] {id}", db.name);
+            seqs.push(state.get(&[]).unwrap().seq);
+            let mut expected = body.clone();
+            expected
+                .as_object_mut()
+                .unwrap()
+                .insert("_id".into(), id.clone());
+            let got = db.rows("SELECT * FROM c WHERE _id = :id", json!({"id": id}));
+            assert_eq!(got, vec![expected], "[{}]", db.name);
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, [1, 2, 3, 4], "[{}] one dot per insert", db.name);
+    }
+}
+
+#[test]
+fn a_transaction_reads_and_writes_the_documents_it_just_inserted() {
+    for db in backends() {
+        let results = db
+            .engine
+            .execute_transaction(
+                "INSERT INTO c DOCUMENTS ({_id: 'a', n: 1}), ({_id: 'b', n: 5}), ({_id: 'd', n: 7});
+                 SELECT * FROM c;
+                 UPDATE c SET n = n + 1 WHERE _id = 'a';
+                 DELETE FROM c WHERE _id = 'd';
+                 INSERT INTO c DOCUMENTS ({_id: 'b', n: 9}) ON ID CONFLICT DO NOTHING;
+                 SELECT * FROM c WHERE n >= 2",
+                &p(json!({})),
+            )
+            .unwrap();
+        assert_eq!(results[1].documents().len(), 3, "[{}] a scan sees them", db.name);
+        assert_eq!(
+            results[5].documents(),
+            &[json!({"_id": "a", "n": 2}), json!({"_id": "b", "n": 5})],
+            "[{}]",
+            db.name
+        );
+        assert_eq!(
+            db.all("c"),
+            vec![json!({"_id": "a", "n": 2}), json!({"_id": "b", "n": 5})]
+        );
+        let err = db
+            .engine
+            .execute_transaction(
+                "INSERT INTO c DOCUMENTS ({_id: 'e'}); INSERT INTO c DOCUMENTS ({_id: 'e'})",
+                &p(json!({})),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("already exists"), "[{}] {err}", db.name);
+        assert_eq!(db.all("c").len(), 2, "[{}] the failed transaction wrote nothing", db.name);
+    }
+}
+
+#[test]
+fn observers_and_indexes_see_batch_inserts() {
+    for db in backends() {
+        db.run("CREATE INDEX by_n ON c (n)", json!({}));
+        let mut obs = db
+            .engine
+            .observe("SELECT * FROM c WHERE n >= 2", &p(json!({})))
+            .unwrap();
+        let docs: Vec<Value> = (0..5).map(|n| json!({"_id": format!("d{n}"), "n": n})).collect();
+        db.run(
+            "INSERT INTO c DOCUMENTS (:a), (:b), (:c), (:d), (:e)",
+            json!({"a": docs[0], "b": docs[1], "c": docs[2], "d": docs[3], "e": docs[4]}),
+        );
+        let diff = obs.try_next().expect("one diff for the commit");
+        assert_eq!(diff.inserted, vec![json!("d2"), json!("d3"), json!("d4")], "[{}]", db.name);
+        assert_eq!(obs.result(), &docs[2..], "[{}]", db.name);
+        let plan = db.run("EXPLAIN SELECT * FROM c WHERE n = 3", json!({}));
+        assert!(format!("{plan:?}").contains("IndexScan"), "[{}] {plan:?}", db.name);
+        assert_eq!(
+            db.rows("SELECT * FROM c WHERE n = 3", json!({})),
+            vec![docs[3].clone()]
+        );
+    }
+}
