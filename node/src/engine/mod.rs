@@ -52,7 +52,9 @@ pub use result::{Outcome, QueryResult};
 use exec::{Tx, View, collection, matching};
 use observe::{Changed, Registry};
 
-use crate::store::{Applied, AppliedDoc, IndexDef, Store, StoreError, WARN_DOC_BYTES, WriteBatch};
+use crate::store::{
+    Applied, AppliedDoc, IndexDef, ShadowsApplied, Store, StoreError, WARN_DOC_BYTES, WriteBatch,
+};
 
 /// Engine settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,6 +402,25 @@ impl Engine {
                 Err(e.into())
             }
         }
+    }
+
+    /// Keeps fragments of documents this node does not hold as shadows (`store::shadow`,
+    /// `docs/sync.md`): out of sight of queries and observers, relayed to peers. Any
+    /// fragment whose document is held by now is committed as a document instead.
+    pub fn apply_shadows(&self, fragments: &[DocChange]) -> Result<(), EngineError> {
+        let ShadowsApplied { lsn: latest, mut held } = {
+            let _writer = self.writer.lock();
+            self.store.apply_shadows(fragments)?
+        };
+        self.lsn.send_if_modified(|lsn| {
+            let moved = latest > *lsn;
+            *lsn = latest.max(*lsn);
+            moved
+        });
+        if !held.is_empty() {
+            self.apply_sync(&mut held, &[])?;
+        }
+        Ok(())
     }
 
     /// Commits a batch received from peers under the writer lock: the same store path as

@@ -29,6 +29,13 @@ use crate::store::{BlobHash, StoreError};
 /// flush (bounds memory on a large initial sync).
 const MAX_HELD: usize = 4096;
 
+/// Whether a held fragment is of a document or of a shadow.
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    Document,
+    Shadow,
+}
+
 /// The node's store for sync sessions. See the module documentation.
 pub struct EngineSyncStore {
     engine: Arc<Engine>,
@@ -77,8 +84,30 @@ impl EngineSyncStore {
         self.engine.store().shadow(collection, id).map_err(failure)
     }
 
-    fn held_count(&self) -> usize {
-        self.held.len() + self.held_shadows.len()
+    /// Holds a fragment until the flush, and the state it leads to for reads.
+    fn hold(
+        &mut self,
+        kind: Held,
+        collection: &CollectionName,
+        id: &DocId,
+        fragment: &DocState,
+        merged: DocState,
+    ) -> Result<(), StoreFailure> {
+        let (held, states) = match kind {
+            Held::Document => (&mut self.held, &mut self.states),
+            Held::Shadow => (&mut self.held_shadows, &mut self.shadow_states),
+        };
+        held.push(DocChange {
+            collection: collection.clone(),
+            id: id.clone(),
+            state: fragment.clone(),
+        });
+        states.insert((collection.clone(), id.clone()), merged);
+        if self.held.len() + self.held_shadows.len() >= MAX_HELD {
+            // Fragments may be committed early; bookmarks wait for the flush.
+            self.commit(false)?;
+        }
+        Ok(())
     }
 
     fn commit(&mut self, with_bookmarks: bool) -> Result<(), StoreFailure> {
@@ -213,17 +242,8 @@ impl SyncStore for EngineSyncStore {
         if !changed {
             return Ok(false);
         }
-        self.held.push(DocChange {
-            collection: collection.clone(),
-            id: id.clone(),
-            state: fragment.clone(),
-        });
         self.shadow_states.remove(&(collection.clone(), id.clone()));
-        self.states.insert((collection.clone(), id.clone()), merged);
-        if self.held_count() >= MAX_HELD {
-            // Documents may be committed early; bookmarks wait for the flush.
-            self.commit(false)?;
-        }
+        self.hold(Held::Document, collection, id, fragment, merged)?;
         Ok(true)
     }
 
@@ -245,16 +265,7 @@ impl SyncStore for EngineSyncStore {
         if merged == current {
             return Ok(false);
         }
-        self.held_shadows.push(DocChange {
-            collection: collection.clone(),
-            id: id.clone(),
-            state: fragment.clone(),
-        });
-        self.shadow_states
-            .insert((collection.clone(), id.clone()), merged);
-        if self.held_count() >= MAX_HELD {
-            self.commit(false)?;
-        }
+        self.hold(Held::Shadow, collection, id, fragment, merged)?;
         Ok(true)
     }
 

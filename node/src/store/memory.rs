@@ -10,11 +10,13 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use trellis_common::clock::Hlc;
 use trellis_common::crdt::{DocState, VersionVector};
+use trellis_common::delta::DocChange;
 use trellis_common::ids::{ActorId, CollectionName, DocId};
 use trellis_common::sync::{ChangedDoc, DocLsns, Incarnation, Lsn, QueryId};
 
 use super::blobs::{BlobHash, BlobRecord, ChunkBackend, impl_blob_store};
 use super::plan::{Before, plan_apply};
+use super::shadow::{self, ShadowUpdate, ShadowsApplied};
 use super::{Applied, EncodedBounds, IndexDef, Result, Store, StoreError, WriteBatch};
 
 type DocKey = (CollectionName, DocId);
@@ -40,8 +42,10 @@ struct Inner {
     docs: BTreeMap<CollectionName, BTreeMap<DocId, DocState>>,
     /// Change numbers per document.
     lsns: BTreeMap<DocKey, DocLsns>,
-    /// The LSN index.
+    /// The LSN index (documents and shadows).
     by_lsn: BTreeMap<(CollectionName, Lsn), DocId>,
+    /// Shadows of documents not held, with their change numbers (`store::shadow`).
+    shadows: BTreeMap<DocKey, (DocState, DocLsns)>,
     lsn: Lsn,
     bookmarks: BTreeMap<(Incarnation, QueryId), Lsn>,
     /// actor → seq → documents holding that write.
@@ -147,6 +151,27 @@ impl Store for MemoryStore {
     fn apply(&self, batch: &WriteBatch) -> Result<Applied> {
         let mut inner = self.inner.lock();
         let defs: Vec<IndexDef> = inner.index_defs.values().cloned().collect();
+        // Shadows are absorbed from the deltas' changes: new documents become changes.
+        let decoded;
+        let batch = if !inner.shadows.is_empty() && !batch.new_docs().is_empty() {
+            decoded = batch.with_new_docs_as_changes()?;
+            &decoded
+        } else {
+            batch
+        };
+        // A document acquired here absorbs its shadow (`store::shadow`).
+        let absorbed = if inner.shadows.is_empty() {
+            None
+        } else {
+            let shadows = &inner.shadows;
+            shadow::absorb(batch, |c, id| {
+                Ok(shadows.get(&(c.clone(), id.clone())).cloned())
+            })?
+        };
+        let (batch, absorbed) = match &absorbed {
+            Some((batch, absorbed)) => (batch, absorbed.as_slice()),
+            None => (batch, &[][..]),
+        };
         let plan = {
             let (docs, lsns) = (&inner.docs, &inner.lsns);
             let before = Before {
@@ -167,6 +192,11 @@ impl Store for MemoryStore {
                 )))
             })?
         };
+        for gone in absorbed {
+            let key = (gone.collection.clone(), gone.id.clone());
+            inner.shadows.remove(&key);
+            inner.by_lsn.remove(&(key.0, gone.lsn));
+        }
         inner.generation += 1;
         inner.lsn = plan.lsn;
         for (peer, query, lsn) in batch.bookmarks() {
@@ -375,19 +405,72 @@ impl Store for MemoryStore {
         let mut out = Vec::new();
         for ((_, lsn), id) in inner.by_lsn.range(start..=end).take(limit) {
             let key = (collection.clone(), id.clone());
-            let state = inner
-                .doc(collection, id)
-                .ok_or_else(|| StoreError::corrupt_doc(collection, id, "indexed, not stored"))?;
-            let (fragment, whole) = inner.lsns[&key].fragment_after(state, after);
+            let (state, lsns, shadow) = match inner.doc(collection, id) {
+                Some(state) => (state, &inner.lsns[&key], false),
+                None => {
+                    let (state, lsns) = inner.shadows.get(&key).ok_or_else(|| {
+                        StoreError::corrupt_doc(collection, id, "indexed, not stored")
+                    })?;
+                    (state, lsns, true)
+                }
+            };
+            let (fragment, whole) = lsns.fragment_after(state, after);
             out.push(ChangedDoc {
                 id: id.clone(),
                 lsn: *lsn,
                 fragment,
                 whole,
                 state: state.clone(),
+                shadow,
             });
         }
         Ok(out)
+    }
+
+    fn shadow(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>> {
+        let inner = self.inner.lock();
+        let key = (collection.clone(), id.clone());
+        Ok(inner.shadows.get(&key).map(|(state, _)| state.clone()))
+    }
+
+    fn apply_shadows(&self, fragments: &[DocChange]) -> Result<ShadowsApplied> {
+        let mut inner = self.inner.lock();
+        let lsn = inner.lsn + 1;
+        let mut held = Vec::new();
+        let mut updates: BTreeMap<DocKey, ShadowUpdate> = BTreeMap::new();
+        for change in fragments {
+            if inner.doc(&change.collection, &change.id).is_some() {
+                held.push(change.clone());
+                continue;
+            }
+            let key = (change.collection.clone(), change.id.clone());
+            updates
+                .entry(key)
+                .or_insert_with_key(|key| {
+                    ShadowUpdate::from_stored(inner.shadows.get(key).cloned())
+                })
+                .merge(&change.state, lsn);
+        }
+        let mut changed = false;
+        for (key, update) in updates.into_iter().filter(|(_, u)| u.changed) {
+            if update.encoded(&key.0, &key.1).is_none() {
+                continue;
+            }
+            if let Some(old) = update.stored_lsn {
+                inner.by_lsn.remove(&(key.0.clone(), old));
+            }
+            inner.by_lsn.insert((key.0.clone(), lsn), key.1.clone());
+            inner.shadows.insert(key, (update.state, update.lsns));
+            changed = true;
+        }
+        if changed {
+            inner.lsn = lsn;
+            inner.generation += 1;
+        }
+        Ok(ShadowsApplied {
+            lsn: inner.lsn,
+            held,
+        })
     }
 
     fn bookmark(&self, peer: &Incarnation, query: &QueryId) -> Result<Lsn> {

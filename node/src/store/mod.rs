@@ -45,6 +45,10 @@
 //!   document gives it the store's next receipt sequence number (LSN) and moves its
 //!   entry here, so sync finds "what changed in this collection after LSN x" with one
 //!   range scan ([`Store::changed_since`]; design in `docs/sync.md`).
+//! - `shadows`: `collection 0x00 id` → what the node keeps, out of sight, of a document
+//!   it does not hold (same value layout as `docs`; indexed by LSN like a document,
+//!   merged into the document when the node acquires it; see [`shadow`] and
+//!   `docs/sync.md`, "Independent inserts of one id").
 //! - `peers`: sync bookmarks per peer store incarnation and query, written in the same
 //!   commit as the documents they vouch for ([`WriteBatch::set_bookmark`]).
 //! - `meta`: the store format version, version vector, greatest timestamp, latest LSN
@@ -74,6 +78,7 @@ pub mod keys;
 pub mod memory;
 mod plan;
 pub mod rocks;
+mod shadow;
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -89,6 +94,7 @@ pub use blobs::{AttachmentToken, BlobHash, BlobReader, BlobStore, attachment_ref
 pub use error::{Result, StoreError};
 pub use memory::MemoryStore;
 pub use rocks::{RocksOptions, RocksStore};
+pub use shadow::ShadowsApplied;
 
 /// The store format this build writes, and the newest it reads.
 pub const FORMAT_VERSION: u32 = 2;
@@ -112,18 +118,22 @@ pub mod cf {
     pub const ATTACHMENTS: &str = "attachments";
     /// Ids of locally evicted documents.
     pub const EVICTED: &str = "evicted";
-    /// The LSN index: per collection, which document each latest change number is.
+    /// The LSN index: per collection, which document (or shadow) each latest change
+    /// number is.
     pub const LSNS: &str = "lsns";
+    /// Shadows of documents not held here.
+    pub const SHADOWS: &str = "shadows";
     /// Per-peer sync state: bookmarks.
     pub const PEERS: &str = "peers";
     /// Store and node metadata.
     pub const META: &str = "meta";
 
     /// Every column family the store opens.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         DOCS,
         CHANGES,
         LSNS,
+        SHADOWS,
         INDEXES,
         INDEX_DEFS,
         ATTACHMENTS,
@@ -574,9 +584,9 @@ pub trait Store: BlobStore + Send + Sync {
     /// document gives it the next one (see `docs/sync.md`).
     fn lsn(&self) -> Lsn;
 
-    /// The documents of `collection` whose latest LSN is greater than `cursor` (at least
-    /// `after`), in LSN order, at most `limit`, each with its entries changed after
-    /// `after` (`common::sync::SyncStore::changed_since`).
+    /// The documents and shadows of `collection` whose latest LSN is greater than
+    /// `cursor` (at least `after`), in LSN order, at most `limit`, each with its entries
+    /// changed after `after` (`common::sync::SyncStore::changed_since`).
     fn changed_since(
         &self,
         collection: &CollectionName,
@@ -584,6 +594,14 @@ pub trait Store: BlobStore + Send + Sync {
         cursor: Lsn,
         limit: usize,
     ) -> Result<Vec<ChangedDoc>>;
+
+    /// The shadow of a document not held here ([`shadow`]), if any.
+    fn shadow(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>>;
+
+    /// Merges fragments into the shadows of documents not held here, in one durable
+    /// commit that numbers what changed with the next LSN. Fragments of documents held
+    /// by then are not written but returned ([`ShadowsApplied::held`]).
+    fn apply_shadows(&self, fragments: &[DocChange]) -> Result<ShadowsApplied>;
 
     /// The bookmark recorded for a peer's store incarnation and a query (0 when none).
     fn bookmark(&self, peer: &Incarnation, query: &QueryId) -> Result<Lsn>;

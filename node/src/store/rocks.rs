@@ -2,6 +2,7 @@
 //! crate that imports `rocksdb`; the layout it writes is described in [`super`] and
 //! built by [`super::keys`].
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -15,12 +16,14 @@ use rocksdb::{
 use serde_json::Value;
 use trellis_common::clock::Hlc;
 use trellis_common::crdt::{DocState, VersionVector};
+use trellis_common::delta::DocChange;
 use trellis_common::ids::{ActorId, CollectionName, DocId};
 use trellis_common::sync::{ChangedDoc, DocLsns, Incarnation, Lsn, QueryId};
 
 use super::blobs::{BlobHash, BlobRecord, ChunkBackend, impl_blob_store};
 use super::keys;
 use super::plan::{Before, plan_apply};
+use super::shadow::{self, ShadowUpdate, ShadowsApplied};
 use super::{
     Applied, Durability, EncodedBounds, FORMAT_VERSION, IndexDef, Result, Store, StoreError,
     WriteBatch, cf, dot_set,
@@ -63,6 +66,8 @@ pub struct RocksStore {
     cached: RwLock<Cached>,
     /// Whether any eviction marker may exist (saves a delete per write when none does).
     has_evicted: AtomicBool,
+    /// Whether any shadow may exist (saves a shadow lookup per write when none does).
+    has_shadows: AtomicBool,
     next_upload: AtomicU64,
     _cache: Cache,
 }
@@ -145,6 +150,7 @@ impl RocksStore {
                 indexes: BTreeMap::new(),
             }),
             has_evicted: AtomicBool::new(true),
+            has_shadows: AtomicBool::new(true),
             next_upload: AtomicU64::new(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -315,6 +321,12 @@ impl RocksStore {
         it.seek_to_first();
         self.has_evicted.store(it.valid(), Ordering::Relaxed);
         it.status().map_err(self.err())?;
+        drop(it);
+
+        let mut it = self.db.raw_iterator_cf(self.cf(cf::SHADOWS));
+        it.seek_to_first();
+        self.has_shadows.store(it.valid(), Ordering::Relaxed);
+        it.status().map_err(self.err())?;
 
         *self.cached.write() = Cached {
             version,
@@ -343,10 +355,11 @@ impl RocksStore {
         self.db.write_opt(batch, &opts).map_err(self.err())
     }
 
-    /// Reads a stored document value and decodes it with `decode` (the state alone, or
-    /// with its change numbers).
+    /// Reads a stored document value (of `docs`, or `shadows`) and decodes it with
+    /// `decode` (the state alone, or with its change numbers).
     fn read_doc_as<T>(
         &self,
+        column_family: &str,
         collection: &CollectionName,
         id: &DocId,
         decode: impl FnOnce(&[u8]) -> std::result::Result<T, keys::KeyError>,
@@ -354,7 +367,7 @@ impl RocksStore {
         let key = keys::doc_key(collection, id);
         let Some(bytes) = self
             .db
-            .get_pinned_cf(self.cf(cf::DOCS), key)
+            .get_pinned_cf(self.cf(column_family), key)
             .map_err(self.err())?
         else {
             return Ok(None);
@@ -364,8 +377,17 @@ impl RocksStore {
             .map_err(|e| StoreError::corrupt_doc(collection, id, e))
     }
 
+    /// Reads a stored shadow with its change numbers.
+    fn read_shadow(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+    ) -> Result<Option<(DocState, DocLsns)>> {
+        self.read_doc_as(cf::SHADOWS, collection, id, keys::decode_doc_value_with_lsns)
+    }
+
     fn read_doc(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>> {
-        self.read_doc_as(collection, id, keys::decode_doc_value)
+        self.read_doc_as(cf::DOCS, collection, id, keys::decode_doc_value)
     }
 
     fn read_doc_with_lsns(
@@ -373,7 +395,7 @@ impl RocksStore {
         collection: &CollectionName,
         id: &DocId,
     ) -> Result<Option<(DocState, DocLsns)>> {
-        self.read_doc_as(collection, id, keys::decode_doc_value_with_lsns)
+        self.read_doc_as(cf::DOCS, collection, id, keys::decode_doc_value_with_lsns)
     }
 
     /// Writes raw bytes under a key of a column family, bypassing every invariant of
@@ -478,6 +500,24 @@ impl Store for RocksStore {
             lsn,
             indexes: &defs,
         };
+        // Shadows are absorbed from the deltas' changes: new documents become changes.
+        let decoded;
+        let batch = if self.has_shadows.load(Ordering::Relaxed) && !batch.new_docs().is_empty() {
+            decoded = batch.with_new_docs_as_changes()?;
+            &decoded
+        } else {
+            batch
+        };
+        // A document acquired here absorbs its shadow (`store::shadow`).
+        let absorbed = if self.has_shadows.load(Ordering::Relaxed) {
+            shadow::absorb(batch, |c, id| self.read_shadow(c, id))?
+        } else {
+            None
+        };
+        let (batch, absorbed) = match &absorbed {
+            Some((batch, absorbed)) => (batch, absorbed.as_slice()),
+            None => (batch, &[][..]),
+        };
         let plan = plan_apply(batch, before, |c, id| self.read_doc_with_lsns(c, id))?;
         if plan.docs.is_empty()
             && !plan.version_changed
@@ -526,6 +566,11 @@ impl Store for RocksStore {
                 key,
                 doc.stored_value()?,
             );
+        }
+        for gone in absorbed {
+            let (collection, id) = (&gone.collection, &gone.id);
+            wb.delete_cf(self.cf(cf::SHADOWS), keys::doc_key(collection, id));
+            wb.delete_cf(lsns, keys::lsn_key(collection, gone.lsn));
         }
         if plan.lsn != lsn {
             wb.put_cf(meta, keys::META_LSN, plan.lsn.to_be_bytes());
@@ -799,12 +844,26 @@ impl Store for RocksStore {
             let corrupt = |e: keys::KeyError| StoreError::corrupt_meta("LSN-index entry", e);
             let lsn = keys::parse_lsn_key(collection, key).map_err(corrupt)?;
             let id = keys::parse_lsn_value(value).map_err(corrupt)?;
-            let bytes = snapshot
-                .get_cf(self.cf(cf::DOCS), keys::doc_key(collection, &id))
+            let key = keys::doc_key(collection, &id);
+            let (bytes, shadow) = match snapshot
+                .get_cf(self.cf(cf::DOCS), &key)
                 .map_err(self.err())?
-                .ok_or_else(|| {
-                    StoreError::corrupt_doc(collection, &id, "in the LSN index but not stored")
-                })?;
+            {
+                Some(bytes) => (bytes, false),
+                None => {
+                    let bytes = snapshot
+                        .get_cf(self.cf(cf::SHADOWS), &key)
+                        .map_err(self.err())?
+                        .ok_or_else(|| {
+                            StoreError::corrupt_doc(
+                                collection,
+                                &id,
+                                "in the LSN index but not stored",
+                            )
+                        })?;
+                    (bytes, true)
+                }
+            };
             let (state, lsns) = keys::decode_doc_value_with_lsns(&bytes)
                 .map_err(|e| StoreError::corrupt_doc(collection, &id, e))?;
             let (fragment, whole) = lsns.fragment_after(&state, after);
@@ -814,11 +873,69 @@ impl Store for RocksStore {
                 fragment,
                 whole,
                 state,
+                shadow,
             });
             it.next();
         }
         it.status().map_err(self.err())?;
         Ok(out)
+    }
+
+    fn shadow(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>> {
+        Ok(self.read_shadow(collection, id)?.map(|(state, _)| state))
+    }
+
+    fn apply_shadows(&self, fragments: &[DocChange]) -> Result<ShadowsApplied> {
+        let mut writer = self.writer.lock();
+        let last = self.cached.read().lsn;
+        let lsn = last + 1;
+        let mut held = Vec::new();
+        let mut updates: BTreeMap<(CollectionName, DocId), ShadowUpdate> = BTreeMap::new();
+        for change in fragments {
+            let key = (change.collection.clone(), change.id.clone());
+            let update = match updates.entry(key) {
+                Entry::Occupied(update) => update.into_mut(),
+                Entry::Vacant(slot) => {
+                    let (collection, id) = slot.key();
+                    if self.read_doc(collection, id)?.is_some() {
+                        held.push(change.clone());
+                        continue;
+                    }
+                    let stored = self.read_shadow(collection, id)?;
+                    slot.insert(ShadowUpdate::from_stored(stored))
+                }
+            };
+            update.merge(&change.state, lsn);
+        }
+        let (shadows, lsn_index) = (self.cf(cf::SHADOWS), self.cf(cf::LSNS));
+        let mut wb = rocksdb::WriteBatch::default();
+        for ((collection, id), update) in updates.iter().filter(|(_, u)| u.changed) {
+            let Some(encoded) = update.encoded(collection, id) else {
+                continue;
+            };
+            if let Some(old) = update.stored_lsn {
+                wb.delete_cf(lsn_index, keys::lsn_key(collection, old));
+            }
+            wb.put_cf(
+                lsn_index,
+                keys::lsn_key(collection, lsn),
+                id.as_canonical().as_bytes(),
+            );
+            wb.put_cf(
+                shadows,
+                keys::doc_key(collection, id),
+                keys::encode_doc_value(&update.lsns, &update.state, &encoded),
+            );
+        }
+        if wb.is_empty() {
+            return Ok(ShadowsApplied { lsn: last, held });
+        }
+        wb.put_cf(self.cf(cf::META), keys::META_LSN, lsn.to_be_bytes());
+        self.has_shadows.store(true, Ordering::Relaxed);
+        *writer += 1;
+        self.commit(wb, true)?;
+        self.cached.write().lsn = lsn;
+        Ok(ShadowsApplied { lsn, held })
     }
 
     fn bookmark(&self, peer: &Incarnation, query: &QueryId) -> Result<Lsn> {
