@@ -311,7 +311,11 @@ mod tests {
         assert!(DocId::generate().is_uuid());
         let uuid = DocId::from_string("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
         assert!(uuid.is_uuid());
-        for natural in ["truck-17", "67e55044-10b1-426f-9247-bb680e5fe0c", "67e55044"] {
+        for natural in [
+            "truck-17",
+            "67e55044-10b1-426f-9247-bb680e5fe0c",
+            "67e55044",
+        ] {
             assert!(!DocId::from_string(natural).unwrap().is_uuid(), "{natural}");
         }
         let object = DocId::from_json(&json!({"id": "67e55044-10b1-426f-9247-bb680e5fe0c8"}));

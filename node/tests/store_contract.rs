@@ -1100,7 +1100,10 @@ fn shadows_are_out_of_sight_relayed_and_absorbed(store: &dyn Store) {
     assert_eq!((kept.lsn, store.lsn()), (1, 1));
     assert_eq!(store.get(&cars, &truck).unwrap(), None, "out of sight");
     assert!(store.scan(&cars, None, 10).unwrap().is_empty());
-    assert_eq!(store.shadow(&cars, &truck).unwrap(), Some(theirs.state.clone()));
+    assert_eq!(
+        store.shadow(&cars, &truck).unwrap(),
+        Some(theirs.state.clone())
+    );
     let relayed = store.changed_since(&cars, 0, 0, 10).unwrap();
     assert_eq!(relayed.len(), 1);
     assert!(relayed[0].shadow);

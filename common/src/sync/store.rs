@@ -197,7 +197,13 @@ impl MemoryStore {
             self.insert_new(&key, state);
             return true;
         }
-        Self::merge_into(&mut self.docs, &mut self.by_lsn, &mut self.lsn, &key, fragment)
+        Self::merge_into(
+            &mut self.docs,
+            &mut self.by_lsn,
+            &mut self.lsn,
+            &key,
+            fragment,
+        )
     }
 
     /// Merges a fragment into the shadow of a document not held here (into the document
@@ -212,7 +218,13 @@ impl MemoryStore {
         if self.docs.contains_key(&key) {
             return self.merge(collection, id, fragment);
         }
-        Self::merge_into(&mut self.shadows, &mut self.by_lsn, &mut self.lsn, &key, fragment)
+        Self::merge_into(
+            &mut self.shadows,
+            &mut self.by_lsn,
+            &mut self.lsn,
+            &key,
+            fragment,
+        )
     }
 
     /// Merges into the document or shadow `key` of `stored`, numbering what changed.
@@ -456,7 +468,10 @@ pub(crate) mod tests {
         let mut store = MemoryStore::new(Incarnation::from_u64(1));
         let theirs = DocState::insert_delta(ctx(20, 1), &json!({"color": "red"})).unwrap();
         assert!(store.apply_shadow(&cars, &id, &theirs).unwrap());
-        assert!(!store.apply_shadow(&cars, &id, &theirs).unwrap(), "no change");
+        assert!(
+            !store.apply_shadow(&cars, &id, &theirs).unwrap(),
+            "no change"
+        );
         assert_eq!(store.doc(&cars, &id).unwrap(), None, "out of sight");
         assert!(store.docs_in(&cars, None, 10).unwrap().is_empty());
         let relayed = store.changed_since(&cars, 0, 0, 10).unwrap();
@@ -501,7 +516,12 @@ pub(crate) mod tests {
         assert!(store.apply_shadow(&cars, &id, &more).unwrap());
         assert_eq!(store.shadow(&cars, &id), None);
         assert_eq!(
-            store.doc(&cars, &id).unwrap().unwrap().to_json(&id).unwrap()["km"],
+            store
+                .doc(&cars, &id)
+                .unwrap()
+                .unwrap()
+                .to_json(&id)
+                .unwrap()["km"],
             json!(4)
         );
     }

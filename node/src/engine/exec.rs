@@ -459,7 +459,12 @@ impl<'e> Tx<'e> {
     /// Inserts a document that neither the store nor this transaction holds: as
     /// [`Tx::write`] with `DocState::insert_delta`, but kept in its stored encoding,
     /// made straight from the JSON (the fast path of inserts).
-    fn insert_new(&mut self, c: &CollectionName, id: DocId, body: &Value) -> Result<(), EngineError> {
+    fn insert_new(
+        &mut self,
+        c: &CollectionName,
+        id: DocId,
+        body: &Value,
+    ) -> Result<(), EngineError> {
         let seq = self.seq + 1;
         let dot = Dot {
             actor: self.actor,

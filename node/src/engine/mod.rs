@@ -408,7 +408,10 @@ impl Engine {
     /// `docs/sync.md`): out of sight of queries and observers, relayed to peers. Any
     /// fragment whose document is held by now is committed as a document instead.
     pub fn apply_shadows(&self, fragments: &[DocChange]) -> Result<(), EngineError> {
-        let ShadowsApplied { lsn: latest, mut held } = {
+        let ShadowsApplied {
+            lsn: latest,
+            mut held,
+        } = {
             let _writer = self.writer.lock();
             self.store.apply_shadows(fragments)?
         };

@@ -77,7 +77,11 @@ impl EngineSyncStore {
     }
 
     /// The shadow of a document, held or stored.
-    fn shadow(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>, StoreFailure> {
+    fn shadow(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+    ) -> Result<Option<DocState>, StoreFailure> {
         if let Some(state) = self.shadow_states.get(&(collection.clone(), id.clone())) {
             return Ok(Some(state.clone()));
         }
@@ -256,7 +260,12 @@ impl SyncStore for EngineSyncStore {
         if self.doc(collection, id)?.is_some() {
             return self.apply(collection, id, fragment);
         }
-        if self.engine.store().is_evicted(collection, id).map_err(failure)? {
+        if self
+            .engine
+            .store()
+            .is_evicted(collection, id)
+            .map_err(failure)?
+        {
             return Ok(false);
         }
         let current = self.shadow(collection, id)?.unwrap_or_default();
@@ -442,7 +451,10 @@ mod tests {
         assert_eq!(sync.doc(&cars, &truck).unwrap(), None);
         let lsn = sync.current_lsn();
         sync.flush().unwrap();
-        assert!(sync.current_lsn() > lsn, "a shadow is numbered, to be relayed");
+        assert!(
+            sync.current_lsn() > lsn,
+            "a shadow is numbered, to be relayed"
+        );
         assert_eq!(store.shadow(&cars, &truck).unwrap(), Some(theirs));
         let seen = engine
             .execute("SELECT * FROM cars", &Default::default())
@@ -464,4 +476,3 @@ mod tests {
         );
     }
 }
-

@@ -383,7 +383,12 @@ impl RocksStore {
         collection: &CollectionName,
         id: &DocId,
     ) -> Result<Option<(DocState, DocLsns)>> {
-        self.read_doc_as(cf::SHADOWS, collection, id, keys::decode_doc_value_with_lsns)
+        self.read_doc_as(
+            cf::SHADOWS,
+            collection,
+            id,
+            keys::decode_doc_value_with_lsns,
+        )
     }
 
     fn read_doc(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>> {
@@ -561,11 +566,7 @@ impl Store for RocksStore {
             if clear_evicted {
                 wb.delete_cf(self.cf(cf::EVICTED), &key);
             }
-            wb.put_cf(
-                docs,
-                key,
-                doc.stored_value()?,
-            );
+            wb.put_cf(docs, key, doc.stored_value()?);
         }
         for gone in absorbed {
             let (collection, id) = (&gone.collection, &gone.id);

@@ -24,9 +24,9 @@ use super::{MAX_DOC_BYTES, Result, WriteBatch};
 /// entry) in the commit that stores the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AbsorbedShadow {
-    pub collection: CollectionName,
-    pub id: DocId,
-    pub lsn: Lsn,
+    pub(crate) collection: CollectionName,
+    pub(crate) id: DocId,
+    pub(crate) lsn: Lsn,
 }
 
 /// `batch` with every change to a document that has a shadow merged with that shadow,
@@ -70,17 +70,17 @@ pub(crate) fn absorb(
 /// A shadow being updated by one commit.
 #[derive(Debug, Clone)]
 pub(crate) struct ShadowUpdate {
-    pub state: DocState,
-    pub lsns: DocLsns,
+    pub(crate) state: DocState,
+    pub(crate) lsns: DocLsns,
     /// The LSN the shadow is stored (indexed) at, if it is stored.
-    pub stored_lsn: Option<Lsn>,
+    pub(crate) stored_lsn: Option<Lsn>,
     /// Whether a merge changed it (then it is written, numbered by the commit's LSN).
-    pub changed: bool,
+    pub(crate) changed: bool,
 }
 
 impl ShadowUpdate {
     /// Starts from the stored shadow, if any.
-    pub fn from_stored(stored: Option<(DocState, DocLsns)>) -> Self {
+    pub(crate) fn from_stored(stored: Option<(DocState, DocLsns)>) -> Self {
         match stored {
             Some((state, lsns)) => Self {
                 stored_lsn: Some(lsns.lsn()),
@@ -100,7 +100,7 @@ impl ShadowUpdate {
     /// The shadow encoded (`codec::encode_doc`), or `None` (with a warning) when it is
     /// larger than a document may be: the document could never be stored here, so its
     /// shadow is not kept either.
-    pub fn encoded(&self, collection: &CollectionName, id: &DocId) -> Option<Vec<u8>> {
+    pub(crate) fn encoded(&self, collection: &CollectionName, id: &DocId) -> Option<Vec<u8>> {
         let encoded = trellis_common::codec::encode_doc(&self.state);
         if encoded.len() > MAX_DOC_BYTES {
             tracing::warn!(%collection, %id, size = encoded.len(), "a synced shadow is above the document size limit and not kept");
@@ -110,7 +110,7 @@ impl ShadowUpdate {
     }
 
     /// Merges a fragment, numbering the entries it changes with `lsn`.
-    pub fn merge(&mut self, fragment: &DocState, lsn: Lsn) {
+    pub(crate) fn merge(&mut self, fragment: &DocState, lsn: Lsn) {
         let mut merged = self.state.clone();
         merged.merge(fragment);
         let changed = if self.state.is_empty() {
