@@ -132,67 +132,6 @@ enum KindRefV1<'a> {
     Counter { base: f64, parts: Vec<PartV1> },
 }
 
-/// The shape of a V1 document that one insert creates, borrowing from its JSON body:
-/// the same serde shape as [`DocV1`] (a one-write table, and entries whose kinds are
-/// the `Map` and `Value` of [`KindV1`] with a leaf shaped as [`Leaf`]), so the same
-/// bytes.
-#[derive(Serialize)]
-enum DocEncodingInsert<'a> {
-    V1(DocInsertV1<'a>),
-}
-
-#[derive(Serialize)]
-struct DocInsertV1<'a> {
-    writes: &'a [WriteV1],
-    entries: Vec<EntryInsertV1<'a>>,
-}
-
-#[derive(Serialize)]
-struct EntryInsertV1<'a> {
-    shared: u16,
-    rest: &'a [String],
-    write: u32,
-    kind: KindInsertV1<'a>,
-}
-
-/// The first two variants of [`KindV1`], in its order.
-#[derive(Serialize)]
-enum KindInsertV1<'a> {
-    Map,
-    Value(LeafRef<'a>),
-}
-
-/// [`Leaf`] borrowing its string, variants in the order of [`Leaf`].
-#[derive(Serialize)]
-enum LeafRef<'a> {
-    Null,
-    Bool(bool),
-    Int(i64),
-    UInt(u64),
-    Float(f64),
-    Str(&'a str),
-    Array(String),
-}
-
-impl<'a> LeafRef<'a> {
-    /// As [`Leaf::from_json`]: `None` for objects, which are maps.
-    fn from_json(value: &'a serde_json::Value) -> Option<Self> {
-        use serde_json::Value;
-        Some(match value {
-            Value::Null => LeafRef::Null,
-            Value::Bool(b) => LeafRef::Bool(*b),
-            Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-                (Some(i), _) => LeafRef::Int(i),
-                (None, Some(u)) => LeafRef::UInt(u),
-                (None, None) => LeafRef::Float(n.as_f64().unwrap_or(0.0)),
-            },
-            Value::String(s) => LeafRef::Str(s),
-            Value::Array(_) => LeafRef::Array(value.to_string()),
-            Value::Object(_) => return None,
-        })
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 struct ChangeV1 {
     collection: String,
@@ -217,69 +156,133 @@ pub fn encode_doc(state: &DocState) -> Vec<u8> {
 /// building the [`DocState`] (the write path's fast path for new documents; a
 /// property test in `tests/codec.rs` compares the two). `None` when `body` is not an
 /// object or nests deeper than [`MAX_PATH_DEPTH`]: building the state reports why.
+///
+/// It writes postcard's encoding of [`DocEncoding::V1`] by hand (serde's generic path
+/// cost more than the rest of an insert): a one-write table, then the entries in path
+/// order, each path sharing all but its last segment with the entry before it.
 pub fn encode_insert(ctx: WriteContext, body: &serde_json::Value) -> Option<Vec<u8>> {
     let fields = body.as_object()?;
-    let write = WriteV1 {
-        actor: ctx.stamp.actor.to_bytes(),
-        ms: ctx.stamp.hlc.physical_ms(),
-        logical: ctx.stamp.hlc.logical(),
-        seq: ctx.dot.seq,
-    };
-    let mut entries = Vec::with_capacity(fields.len() + 1);
-    entries.push(EntryInsertV1 {
-        shared: 0,
-        rest: &[],
-        write: 0,
-        kind: KindInsertV1::Map,
-    });
+    let mut entries = Vec::with_capacity(fields.len() + 4);
     // The root's `_id` is the document's key, not a field (as in `insert_delta`).
     insert_entries(fields, 1, &mut entries)?;
-    let doc = DocEncodingInsert::V1(DocInsertV1 {
-        writes: std::slice::from_ref(&write),
-        entries,
-    });
-    Some(
-        postcard::to_extend(&doc, Vec::with_capacity(256))
-            .expect("encoding into a Vec cannot fail"),
-    )
+    let mut out = Vec::with_capacity(32 + 24 * entries.len());
+    out.push(0); // DocEncoding::V1
+    push_varint(&mut out, 1); // the write table: one write
+    out.extend_from_slice(&ctx.stamp.actor.to_bytes());
+    push_varint(&mut out, ctx.stamp.hlc.physical_ms());
+    push_varint(&mut out, u64::from(ctx.stamp.hlc.logical()));
+    push_varint(&mut out, ctx.dot.seq);
+    push_varint(&mut out, entries.len() as u64 + 1);
+    // The root: shares 0 segments, adds none, write 0, `Map`.
+    out.extend_from_slice(&[0, 0, 0, KIND_MAP]);
+    let mut scratch = Vec::new();
+    for (shared, key, value) in entries {
+        push_varint(&mut out, u64::from(shared));
+        push_varint(&mut out, 1); // one more segment
+        push_bytes(&mut out, key.as_bytes());
+        push_varint(&mut out, 0); // write 0
+        push_kind(&mut out, value, &mut scratch);
+    }
+    Some(out)
 }
 
-/// The entries of the fields of an object whose path has `depth - 1` segments, in path order: keys
-/// sorted at each level, each object's entry right before its fields'. Each entry's
-/// path shares all but its last segment with the entry before it (its parent, or the
-/// last of its previous sibling's subtree), so it stores that segment alone. `None` when
-/// a path is deeper than [`MAX_PATH_DEPTH`].
+/// Variant indexes of [`KindV1`] and [`Leaf`] as postcard writes them.
+const KIND_MAP: u8 = 0;
+const KIND_VALUE: u8 = 1;
+const LEAF_NULL: u8 = 0;
+const LEAF_BOOL: u8 = 1;
+const LEAF_INT: u8 = 2;
+const LEAF_UINT: u8 = 3;
+const LEAF_FLOAT: u8 = 4;
+const LEAF_STR: u8 = 5;
+const LEAF_ARRAY: u8 = 6;
+
+/// An entry of an insert: segments shared with the previous path, the last segment,
+/// and the JSON written there.
+type InsertEntry<'a> = (u16, &'a String, &'a serde_json::Value);
+
+/// The entries of the fields of an object whose path has `depth - 1` segments, in path
+/// order: keys sorted at each level, each object's entry right before its fields'. Each
+/// entry's path shares all but its last segment with the entry before it (its parent,
+/// or the last of its previous sibling's subtree). `None` when a path is deeper than
+/// [`MAX_PATH_DEPTH`].
 fn insert_entries<'a>(
     fields: &'a serde_json::Map<String, serde_json::Value>,
     depth: usize,
-    out: &mut Vec<EntryInsertV1<'a>>,
+    out: &mut Vec<InsertEntry<'a>>,
 ) -> Option<()> {
     if depth > MAX_PATH_DEPTH && !fields.is_empty() {
         return None;
     }
+    let shared = u16::try_from(depth - 1).expect("depth is at most MAX_PATH_DEPTH + 1");
     let mut sorted: Vec<(&'a String, &'a serde_json::Value)> = fields
         .iter()
         .filter(|(key, _)| depth > 1 || key.as_str() != "_id")
         .collect();
     sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let shared = u16::try_from(depth - 1).expect("depth is at most MAX_PATH_DEPTH");
     for (key, value) in sorted {
-        let rest = std::slice::from_ref(key);
-        let kind = match LeafRef::from_json(value) {
-            Some(leaf) => KindInsertV1::Value(leaf),
-            None => KindInsertV1::Map,
-        };
-        out.push(EntryInsertV1 {
-            shared,
-            rest,
-            write: 0,
-            kind,
-        });
+        out.push((shared, key, value));
         if let serde_json::Value::Object(inner) = value {
             insert_entries(inner, depth + 1, out)?;
         }
     }
     Some(())
+}
+
+/// Postcard's encoding of the entry kind for `value`: `Map` for objects, else `Value`
+/// with the [`Leaf`] that [`Leaf::from_json`] makes.
+fn push_kind(out: &mut Vec<u8>, value: &serde_json::Value, scratch: &mut Vec<u8>) {
+    use serde_json::Value;
+    if let Value::Object(_) = value {
+        out.push(KIND_MAP);
+        return;
+    }
+    out.push(KIND_VALUE);
+    match value {
+        Value::Null => out.push(LEAF_NULL),
+        Value::Bool(b) => out.extend_from_slice(&[LEAF_BOOL, u8::from(*b)]),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => {
+                out.push(LEAF_INT);
+                // Zigzag, as postcard writes signed integers.
+                push_varint(out, ((i << 1) ^ (i >> 63)) as u64);
+            }
+            (None, Some(u)) => {
+                out.push(LEAF_UINT);
+                push_varint(out, u);
+            }
+            (None, None) => {
+                out.push(LEAF_FLOAT);
+                out.extend_from_slice(&n.as_f64().unwrap_or(0.0).to_le_bytes());
+            }
+        },
+        Value::String(text) => {
+            out.push(LEAF_STR);
+            push_bytes(out, text.as_bytes());
+        }
+        Value::Array(_) => {
+            out.push(LEAF_ARRAY);
+            scratch.clear();
+            serde_json::to_writer(&mut *scratch, value).expect("writing JSON to a Vec cannot fail");
+            push_bytes(out, scratch);
+        }
+        Value::Object(_) => unreachable!("objects are maps, handled above"),
+    }
+}
+
+/// A length-prefixed byte string, as postcard writes `str`.
+fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    push_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// An unsigned LEB128 varint, as postcard writes every integer wider than a byte.
+fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 /// Decodes a document state of any known format.
