@@ -180,6 +180,7 @@ pub struct WriteBatch {
     absent_at: Option<u64>,
     omit_states: bool,
     bookmarks: Vec<(Incarnation, QueryId, Lsn)>,
+    new_docs: Vec<NewDoc>,
 }
 
 impl WriteBatch {
@@ -190,7 +191,6 @@ impl WriteBatch {
 
     /// Adds a delta, applied after those already in the batch.
     pub fn push(&mut self, delta: Delta) {
-    new_docs: Vec<NewDoc>,
         self.deltas.push(delta);
     }
 
@@ -236,16 +236,6 @@ impl WriteBatch {
         &self.bookmarks
     }
 
-    /// Whether [`Applied::docs`] carries the before and after states.
-    pub fn wants_states(&self) -> bool {
-        !self.omit_states
-    }
-
-    /// The absence flags, if they were recorded at `generation` (the store's current
-    /// one); `None` when they cannot be trusted.
-    pub(crate) fn absent_at(&self, generation: Option<u64>) -> Option<&[bool]> {
-        (self.absent_at.is_some() && self.absent_at == generation).then_some(&self.absent[..])
-    }
     /// Adds a document new to the store, already encoded: a change of the batch like
     /// the deltas' (its dot must be within their `until`), known absent at the
     /// generation of [`WriteBatch::assume_absent`] (without it, or at another
@@ -289,6 +279,16 @@ impl WriteBatch {
         Ok(batch)
     }
 
+    /// Whether [`Applied::docs`] carries the before and after states.
+    pub fn wants_states(&self) -> bool {
+        !self.omit_states
+    }
+
+    /// The absence flags, if they were recorded at `generation` (the store's current
+    /// one); `None` when they cannot be trusted.
+    pub(crate) fn absent_at(&self, generation: Option<u64>) -> Option<&[bool]> {
+        (self.absent_at.is_some() && self.absent_at == generation).then_some(&self.absent[..])
+    }
 }
 
 impl From<Delta> for WriteBatch {
@@ -309,16 +309,6 @@ impl FromIterator<Delta> for WriteBatch {
     }
 }
 
-/// One document whose stored state a write changed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AppliedDoc {
-    /// The document's collection.
-    pub collection: CollectionName,
-    /// The document's id.
-    pub id: DocId,
-    /// The stored state before the batch (`None`: nothing was stored).
-    pub before: Option<DocState>,
-    /// The stored state after it.
 /// A document that one local insert creates, new to the store, in its stored encoding:
 /// the write path's fast path for inserts ([`WriteBatch::push_new`]), which neither
 /// builds nor encodes a [`DocState`] for it. Its state is
@@ -346,6 +336,16 @@ impl NewDoc {
     }
 }
 
+/// One document whose stored state a write changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedDoc {
+    /// The document's collection.
+    pub collection: CollectionName,
+    /// The document's id.
+    pub id: DocId,
+    /// The stored state before the batch (`None`: nothing was stored).
+    pub before: Option<DocState>,
+    /// The stored state after it.
     pub after: DocState,
 }
 
