@@ -12,8 +12,9 @@
 //!      its column families: each encoded document state (with its change numbers)
 //!      under its document key, its change-index and LSN-index entries, and per batch
 //!      the version vector, greatest timestamp and latest LSN.
-//!      The gap to this one is the write path's own cost (JSON to CRDT, encoding,
-//!      the id-conflict read, planning); the rest is the extra rows.
+//!      The gap to this one is the write path's own cost (binding, the id-conflict
+//!      read, encoding the new document from its JSON, planning, building the keys);
+//!      the rest is the extra rows.
 //! 2. Point reads by `_id` through the query language (`SELECT * FROM c WHERE _id =
 //!    :id`, a point read by plan), anchor: raw `get` of the same keys.
 //! 3. An equality query selecting 1% of the documents, by full scan and then with an

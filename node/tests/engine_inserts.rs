@@ -85,7 +85,12 @@ fn a_transaction_reads_and_writes_the_documents_it_just_inserted() {
                 &p(json!({})),
             )
             .unwrap();
-        assert_eq!(results[1].documents().len(), 3, "[{}] a scan sees them", db.name);
+        assert_eq!(
+            results[1].documents().len(),
+            3,
+            "[{}] a scan sees them",
+            db.name
+        );
         assert_eq!(
             results[5].documents(),
             &[json!({"_id": "a", "n": 2}), json!({"_id": "b", "n": 5})],
@@ -103,8 +108,17 @@ fn a_transaction_reads_and_writes_the_documents_it_just_inserted() {
                 &p(json!({})),
             )
             .unwrap_err();
-        assert!(err.to_string().contains("already exists"), "[{}] {err}", db.name);
-        assert_eq!(db.all("c").len(), 2, "[{}] the failed transaction wrote nothing", db.name);
+        assert!(
+            err.to_string().contains("already exists"),
+            "[{}] {err}",
+            db.name
+        );
+        assert_eq!(
+            db.all("c").len(),
+            2,
+            "[{}] the failed transaction wrote nothing",
+            db.name
+        );
     }
 }
 
@@ -116,16 +130,27 @@ fn observers_and_indexes_see_batch_inserts() {
             .engine
             .observe("SELECT * FROM c WHERE n >= 2", &p(json!({})))
             .unwrap();
-        let docs: Vec<Value> = (0..5).map(|n| json!({"_id": format!("d{n}"), "n": n})).collect();
+        let docs: Vec<Value> = (0..5)
+            .map(|n| json!({"_id": format!("d{n}"), "n": n}))
+            .collect();
         db.run(
             "INSERT INTO c DOCUMENTS (:a), (:b), (:c), (:d), (:e)",
             json!({"a": docs[0], "b": docs[1], "c": docs[2], "d": docs[3], "e": docs[4]}),
         );
         let diff = obs.try_next().expect("one diff for the commit");
-        assert_eq!(diff.inserted, vec![json!("d2"), json!("d3"), json!("d4")], "[{}]", db.name);
+        assert_eq!(
+            diff.inserted,
+            vec![json!("d2"), json!("d3"), json!("d4")],
+            "[{}]",
+            db.name
+        );
         assert_eq!(obs.result(), &docs[2..], "[{}]", db.name);
         let plan = db.run("EXPLAIN SELECT * FROM c WHERE n = 3", json!({}));
-        assert!(format!("{plan:?}").contains("IndexScan"), "[{}] {plan:?}", db.name);
+        assert!(
+            format!("{plan:?}").contains("IndexScan"),
+            "[{}] {plan:?}",
+            db.name
+        );
         assert_eq!(
             db.rows("SELECT * FROM c WHERE n = 3", json!({})),
             vec![docs[3].clone()]

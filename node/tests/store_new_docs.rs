@@ -51,9 +51,17 @@ fn body(n: usize) -> Value {
 
 /// The inserts of documents `0..n` by one transaction of writes `1..=n`: the delta's
 /// range, and each document with its context.
-fn inserts(n: usize) -> (VersionVector, VersionVector, Vec<(DocId, WriteContext, Value)>) {
+fn inserts(
+    n: usize,
+) -> (
+    VersionVector,
+    VersionVector,
+    Vec<(DocId, WriteContext, Value)>,
+) {
     let actor = ActorId::from_u64(ACTOR);
-    let docs = (0..n).map(|i| (id(i), ctx(i as u64 + 1), body(i))).collect();
+    let docs = (0..n)
+        .map(|i| (id(i), ctx(i as u64 + 1), body(i)))
+        .collect();
     let since = VersionVector::new();
     let until = [(actor, n as u64)].into_iter().collect();
     (since, until, docs)
@@ -190,7 +198,10 @@ fn new_documents_store_exactly_the_rows_of_their_insert_deltas() {
     slow.store.apply(&as_delta(n)).unwrap();
     fast.store.apply(&as_new_docs(n)).unwrap();
     let (slow_rows, fast_rows) = (rows(&slow.store), rows(&fast.store));
-    assert!(slow_rows.len() > 3 * n, "documents, changes, LSNs, index entries");
+    assert!(
+        slow_rows.len() > 3 * n,
+        "documents, changes, LSNs, index entries"
+    );
     assert_eq!(fast_rows, slow_rows);
 }
 
@@ -207,7 +218,10 @@ fn new_documents_read_back_as_their_insert_deltas_on_both_backends() {
         let fast_applied = fast.apply(&as_new_docs(n)).unwrap();
         assert_eq!(fast_applied, slow_applied, "[{name}] what apply reports");
         assert_eq!(fast_applied.docs.len(), n, "[{name}]");
-        assert!(fast_applied.docs[0].exists_after(), "[{name}] states come back");
+        assert!(
+            fast_applied.docs[0].exists_after(),
+            "[{name}] states come back"
+        );
         assert_eq!(
             observable(&**fast, n),
             observable(&**slow, n),
@@ -249,7 +263,11 @@ fn a_new_document_merges_with_a_stored_one_when_absence_is_not_vouched_for() {
         let mut expected = their_state.clone();
         expected.merge(&DocState::insert_delta(ctx(1), &body(0)).unwrap());
         assert_eq!(expected, their_state, "the later insert wins");
-        assert!(applied.docs.is_empty(), "[{}] nothing changed", backend.name);
+        assert!(
+            applied.docs.is_empty(),
+            "[{}] nothing changed",
+            backend.name
+        );
         assert!(applied.all_advanced());
         assert_eq!(store.get(&coll(), &id(0)).unwrap(), Some(expected));
         assert_eq!(store.version().get(ActorId::from_u64(ACTOR)), 1);

@@ -21,6 +21,14 @@
 //! second read of documents it found absent, and the copies of the states it does not
 //! need ([`WriteBatch::assume_absent`], [`WriteBatch::without_states`]).
 //!
+//! A local insert of a document new to the store can come already encoded
+//! ([`NewDoc`], [`WriteBatch::push_new`]): the stored value is then its bytes behind
+//! fresh change numbers, its only write is its dot, and no [`DocState`] is built unless
+//! an index of its collection, a caller asking for states, a shadow to absorb, or a
+//! stale absence hint (the store then reads and merges as for any change) needs one.
+//! This is the fast path of batch inserts: building and encoding a state cost more than
+//! the RocksDB commit.
+//!
 //! # Column families
 //!
 //! One RocksDB column family per concern, named by the constants in [`cf`]; every key
@@ -268,7 +276,12 @@ impl WriteBatch {
                 id: new.id.clone(),
                 state: new.state()?,
             };
-            batch.deltas.last_mut().expect("pushed above if missing").changes.push(change);
+            batch
+                .deltas
+                .last_mut()
+                .expect("pushed above if missing")
+                .changes
+                .push(change);
         }
         if absent {
             // The flags follow the changes in order, and the new ones are last.

@@ -251,7 +251,10 @@ pub(crate) fn plan_apply<'b>(
         };
         let mut index_removed = Vec::new();
         let mut index_added = Vec::new();
-        let mut defs = indexes.iter().filter(|d| d.collection == *collection).peekable();
+        let mut defs = indexes
+            .iter()
+            .filter(|d| d.collection == *collection)
+            .peekable();
         if defs.peek().is_some() {
             let after = after.state()?;
             for def in defs {
