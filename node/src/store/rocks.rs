@@ -22,7 +22,7 @@ use trellis_common::sync::{ChangedDoc, DocLsns, Incarnation, Lsn, QueryId};
 
 use super::blobs::{BlobHash, BlobRecord, ChunkBackend, impl_blob_store};
 use super::keys;
-use super::plan::{Before, plan_apply};
+use super::plan::{Before, PlannedDoc, plan_apply};
 use super::shadow::{self, ShadowUpdate, ShadowsApplied};
 use super::{
     Applied, Durability, EncodedBounds, FORMAT_VERSION, IndexDef, Result, Store, StoreError,
@@ -69,6 +69,8 @@ pub struct RocksStore {
     /// Whether any shadow may exist (saves a shadow lookup per write when none does).
     has_shadows: AtomicBool,
     next_upload: AtomicU64,
+    /// The options of point reads, made once: every insert of a given `_id` reads it.
+    point_read: ReadOptions,
     _cache: Cache,
 }
 
@@ -156,6 +158,7 @@ impl RocksStore {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(1, |d| d.as_nanos() as u64),
             ),
+            point_read: ReadOptions::default(),
             _cache: cache,
         };
         store.check_format()?;
@@ -367,7 +370,7 @@ impl RocksStore {
         let key = keys::doc_key(collection, id);
         let Some(bytes) = self
             .db
-            .get_pinned_cf(self.cf(column_family), key)
+            .get_pinned_cf_opt(self.cf(column_family), key, &self.point_read)
             .map_err(self.err())?
         else {
             return Ok(None);
@@ -383,6 +386,9 @@ impl RocksStore {
         collection: &CollectionName,
         id: &DocId,
     ) -> Result<Option<(DocState, DocLsns)>> {
+        if !self.has_shadows.load(Ordering::Relaxed) {
+            return Ok(None); // the common case: sync asks for each document it acquires
+        }
         self.read_doc_as(
             cf::SHADOWS,
             collection,
@@ -434,6 +440,12 @@ impl RocksStore {
             .get_cf(self.cf(column_family), key)
             .map_err(self.err())
     }
+}
+
+/// About the bytes of the write batch that stores `docs`: their values, and room for
+/// the keys of their rows.
+fn batch_bytes(docs: &[PlannedDoc<'_>]) -> usize {
+    docs.iter().map(|d| d.encoded.len() + 256).sum::<usize>() + 256
 }
 
 impl Store for RocksStore {
@@ -539,7 +551,9 @@ impl Store for RocksStore {
             self.cf(cf::META),
         );
         let clear_evicted = self.has_evicted.load(Ordering::Relaxed);
-        let mut wb = rocksdb::WriteBatch::default();
+        // Sized up front: a batch of a thousand documents would otherwise be copied
+        // a dozen times as it grows.
+        let mut wb = rocksdb::WriteBatch::with_capacity_bytes(batch_bytes(&plan.docs));
         for doc in &plan.docs {
             let (collection, id) = (doc.collection, doc.id);
             for dot in &doc.dots_removed {
