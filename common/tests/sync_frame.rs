@@ -71,6 +71,18 @@ fn state() -> DocState {
     .unwrap()
 }
 
+/// A fragment of `state()` that does not match.
+fn fragment(id: &DocId, check: Check, piece: u32, pieces: u32) -> DocItem {
+    DocItem {
+        id: id.clone(),
+        matches: false,
+        check,
+        piece,
+        pieces,
+        state: state(),
+    }
+}
+
 fn every_message() -> Vec<Message> {
     let cars = CollectionName::new("cars").unwrap();
     let id = DocId::from_json(&json!({"site": "north", "n": 2})).unwrap();
@@ -104,30 +116,9 @@ fn every_message() -> Vec<Message> {
             parts: 2,
             names_all: false,
             docs: vec![
-                DocItem {
-                    id: id.clone(),
-                    matches: false,
-                    check: Check::Digest(Digest::of(&state())),
-                    piece: 0,
-                    pieces: 1,
-                    state: state(),
-                },
-                DocItem {
-                    id: id.clone(),
-                    matches: false,
-                    check: Check::Shadow,
-                    piece: 0,
-                    pieces: 1,
-                    state: state(),
-                },
-                DocItem {
-                    id: id.clone(),
-                    matches: false,
-                    check: Check::Shadow,
-                    piece: 1,
-                    pieces: 3,
-                    state: state(),
-                },
+                fragment(&id, Check::Digest(Digest::of(&state())), 0, 1),
+                fragment(&id, Check::Shadow, 0, 1),
+                fragment(&id, Check::Shadow, 1, 3),
             ],
         }),
         Message::Want(Want {

@@ -321,9 +321,14 @@ impl Engine {
     /// Tells observers and the LSN watchers about a commit.
     fn committed(&self, writer: &mut Writer, applied: &Applied) {
         Self::publish(writer, &applied.docs);
+        self.advance_lsn(applied.lsn);
+    }
+
+    /// Tells whoever pushes changes to peers that the store reached `latest`.
+    fn advance_lsn(&self, latest: Lsn) {
         self.lsn.send_if_modified(|lsn| {
-            let moved = applied.lsn > *lsn;
-            *lsn = applied.lsn.max(*lsn);
+            let moved = latest > *lsn;
+            *lsn = latest.max(*lsn);
             moved
         });
     }
@@ -415,11 +420,7 @@ impl Engine {
             let _writer = self.writer.lock();
             self.store.apply_shadows(fragments)?
         };
-        self.lsn.send_if_modified(|lsn| {
-            let moved = latest > *lsn;
-            *lsn = latest.max(*lsn);
-            moved
-        });
+        self.advance_lsn(latest);
         if !held.is_empty() {
             self.apply_sync(&mut held, &[])?;
         }

@@ -16,7 +16,7 @@ use trellis_common::sync::{ChangedDoc, DocLsns, Incarnation, Lsn, QueryId};
 
 use super::blobs::{BlobHash, BlobRecord, ChunkBackend, impl_blob_store};
 use super::plan::{Before, plan_apply};
-use super::shadow::{self, ShadowUpdate, ShadowsApplied};
+use super::shadow::{self, ShadowWrites, ShadowsApplied};
 use super::{Applied, EncodedBounds, IndexDef, Result, Store, StoreError, WriteBatch};
 
 type DocKey = (CollectionName, DocId);
@@ -151,14 +151,6 @@ impl Store for MemoryStore {
     fn apply(&self, batch: &WriteBatch) -> Result<Applied> {
         let mut inner = self.inner.lock();
         let defs: Vec<IndexDef> = inner.index_defs.values().cloned().collect();
-        // Shadows are absorbed from the deltas' changes: new documents become changes.
-        let decoded;
-        let batch = if !inner.shadows.is_empty() && !batch.new_docs().is_empty() {
-            decoded = batch.with_new_docs_as_changes()?;
-            &decoded
-        } else {
-            batch
-        };
         // A document acquired here absorbs its shadow (`store::shadow`).
         let absorbed = if inner.shadows.is_empty() {
             None
@@ -436,36 +428,23 @@ impl Store for MemoryStore {
     fn apply_shadows(&self, fragments: &[DocChange]) -> Result<ShadowsApplied> {
         let mut inner = self.inner.lock();
         let lsn = inner.lsn + 1;
-        let mut held = Vec::new();
-        let mut updates: BTreeMap<DocKey, ShadowUpdate> = BTreeMap::new();
-        for change in fragments {
-            if inner.doc(&change.collection, &change.id).is_some() {
-                held.push(change.clone());
-                continue;
-            }
-            let key = (change.collection.clone(), change.id.clone());
-            updates
-                .entry(key)
-                .or_insert_with_key(|key| {
-                    ShadowUpdate::from_stored(inner.shadows.get(key).cloned())
-                })
-                .merge(&change.state, lsn);
+        let ShadowWrites { shadows, held } = shadow::merge_fragments(
+            fragments,
+            lsn,
+            |c, id| Ok(inner.doc(c, id).is_some()),
+            |c, id| Ok(inner.shadows.get(&(c.clone(), id.clone())).cloned()),
+        )?;
+        if !shadows.is_empty() {
+            inner.lsn = lsn;
+            inner.generation += 1;
         }
-        let mut changed = false;
-        for (key, update) in updates.into_iter().filter(|(_, u)| u.changed) {
-            if update.encoded(&key.0, &key.1).is_none() {
-                continue;
-            }
-            if let Some(old) = update.stored_lsn {
+        for write in shadows {
+            let key = (write.collection, write.id);
+            if let Some(old) = write.stored_lsn {
                 inner.by_lsn.remove(&(key.0.clone(), old));
             }
             inner.by_lsn.insert((key.0.clone(), lsn), key.1.clone());
-            inner.shadows.insert(key, (update.state, update.lsns));
-            changed = true;
-        }
-        if changed {
-            inner.lsn = lsn;
-            inner.generation += 1;
+            inner.shadows.insert(key, (write.state, write.lsns));
         }
         Ok(ShadowsApplied {
             lsn: inner.lsn,

@@ -2,7 +2,6 @@
 //! crate that imports `rocksdb`; the layout it writes is described in [`super`] and
 //! built by [`super::keys`].
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -23,7 +22,7 @@ use trellis_common::sync::{ChangedDoc, DocLsns, Incarnation, Lsn, QueryId};
 use super::blobs::{BlobHash, BlobRecord, ChunkBackend, impl_blob_store};
 use super::keys;
 use super::plan::{Before, PlannedDoc, plan_apply};
-use super::shadow::{self, ShadowUpdate, ShadowsApplied};
+use super::shadow::{self, ShadowWrites, ShadowsApplied};
 use super::{
     Applied, Durability, EncodedBounds, FORMAT_VERSION, IndexDef, Result, Store, StoreError,
     WriteBatch, cf, dot_set,
@@ -517,14 +516,6 @@ impl Store for RocksStore {
             lsn,
             indexes: &defs,
         };
-        // Shadows are absorbed from the deltas' changes: new documents become changes.
-        let decoded;
-        let batch = if self.has_shadows.load(Ordering::Relaxed) && !batch.new_docs().is_empty() {
-            decoded = batch.with_new_docs_as_changes()?;
-            &decoded
-        } else {
-            batch
-        };
         // A document acquired here absorbs its shadow (`store::shadow`).
         let absorbed = if self.has_shadows.load(Ordering::Relaxed) {
             shadow::absorb(batch, |c, id| self.read_shadow(c, id))?
@@ -904,31 +895,20 @@ impl Store for RocksStore {
         let mut writer = self.writer.lock();
         let last = self.cached.read().lsn;
         let lsn = last + 1;
-        let mut held = Vec::new();
-        let mut updates: BTreeMap<(CollectionName, DocId), ShadowUpdate> = BTreeMap::new();
-        for change in fragments {
-            let key = (change.collection.clone(), change.id.clone());
-            let update = match updates.entry(key) {
-                Entry::Occupied(update) => update.into_mut(),
-                Entry::Vacant(slot) => {
-                    let (collection, id) = slot.key();
-                    if self.read_doc(collection, id)?.is_some() {
-                        held.push(change.clone());
-                        continue;
-                    }
-                    let stored = self.read_shadow(collection, id)?;
-                    slot.insert(ShadowUpdate::from_stored(stored))
-                }
-            };
-            update.merge(&change.state, lsn);
+        let ShadowWrites { shadows, held } = shadow::merge_fragments(
+            fragments,
+            lsn,
+            |c, id| Ok(self.read_doc(c, id)?.is_some()),
+            |c, id| self.read_shadow(c, id),
+        )?;
+        if shadows.is_empty() {
+            return Ok(ShadowsApplied { lsn: last, held });
         }
-        let (shadows, lsn_index) = (self.cf(cf::SHADOWS), self.cf(cf::LSNS));
+        let (shadow_cf, lsn_index) = (self.cf(cf::SHADOWS), self.cf(cf::LSNS));
         let mut wb = rocksdb::WriteBatch::default();
-        for ((collection, id), update) in updates.iter().filter(|(_, u)| u.changed) {
-            let Some(encoded) = update.encoded(collection, id) else {
-                continue;
-            };
-            if let Some(old) = update.stored_lsn {
+        for write in &shadows {
+            let (collection, id) = (&write.collection, &write.id);
+            if let Some(old) = write.stored_lsn {
                 wb.delete_cf(lsn_index, keys::lsn_key(collection, old));
             }
             wb.put_cf(
@@ -937,13 +917,10 @@ impl Store for RocksStore {
                 id.as_canonical().as_bytes(),
             );
             wb.put_cf(
-                shadows,
+                shadow_cf,
                 keys::doc_key(collection, id),
-                keys::encode_doc_value(&update.lsns, &update.state, &encoded),
+                keys::encode_doc_value(&write.lsns, &write.state, &write.encoded),
             );
-        }
-        if wb.is_empty() {
-            return Ok(ShadowsApplied { lsn: last, held });
         }
         wb.put_cf(self.cf(cf::META), keys::META_LSN, lsn.to_be_bytes());
         self.has_shadows.store(true, Ordering::Relaxed);

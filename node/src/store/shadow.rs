@@ -11,7 +11,8 @@
 //! the shadow into it and deletes it in the same commit, so a document and its shadow
 //! never coexist.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use trellis_common::crdt::{Crdt, DocState};
 use trellis_common::delta::DocChange;
@@ -29,58 +30,137 @@ pub(crate) struct AbsorbedShadow {
     pub(crate) lsn: Lsn,
 }
 
-/// `batch` with every change to a document that has a shadow merged with that shadow,
-/// and the shadows absorbed; `None` when no change of the batch has one (the common
-/// case, and then nothing is copied). `shadow` reads a stored shadow; the store calls
-/// this only when it holds shadows at all.
+/// `batch` with every document that has a shadow merged with that shadow, and the
+/// shadows absorbed; `None` when no document of the batch has one (the common case, and
+/// then nothing is copied). New documents ([`WriteBatch::push_new`]) that have one
+/// become ordinary changes first. `shadow` reads a stored shadow; the store calls this
+/// only when it holds shadows at all.
 pub(crate) fn absorb(
     batch: &WriteBatch,
     mut shadow: impl FnMut(&CollectionName, &DocId) -> Result<Option<(DocState, DocLsns)>>,
 ) -> Result<Option<(WriteBatch, Vec<AbsorbedShadow>)>> {
-    let mut seen = BTreeSet::new();
-    let mut found = Vec::new();
-    for (d, delta) in batch.deltas.iter().enumerate() {
-        for (c, change) in delta.changes.iter().enumerate() {
-            // A document changed twice in the batch absorbs its shadow once.
-            if !seen.insert((&change.collection, &change.id)) {
-                continue;
-            }
-            if let Some((state, lsns)) = shadow(&change.collection, &change.id)? {
-                let absorbed = AbsorbedShadow {
-                    collection: change.collection.clone(),
-                    id: change.id.clone(),
-                    lsn: lsns.lsn(),
-                };
-                found.push((d, c, absorbed, state));
-            }
+    let changes = batch.deltas.iter().flat_map(|d| &d.changes);
+    let keys = changes
+        .map(|c| (&c.collection, &c.id))
+        .chain(batch.new_docs.iter().map(|n| (&n.collection, &n.id)));
+    let mut found = BTreeMap::new();
+    for (collection, id) in keys {
+        let key = (collection.clone(), id.clone());
+        if !found.contains_key(&key)
+            && let Some(stored) = shadow(collection, id)?
+        {
+            found.insert(key, stored);
         }
     }
     if found.is_empty() {
         return Ok(None);
     }
-    let mut batch = batch.clone();
+    let mut batch = if batch.new_docs.is_empty() {
+        batch.clone()
+    } else {
+        batch.with_new_docs_as_changes()?
+    };
     let mut absorbed = Vec::with_capacity(found.len());
-    for (d, c, shadow, state) in found {
-        batch.deltas[d].changes[c].state.merge(&state);
-        absorbed.push(shadow);
+    for change in batch.deltas.iter_mut().flat_map(|d| &mut d.changes) {
+        // A document changed twice in the batch absorbs its shadow once.
+        let key = (change.collection.clone(), change.id.clone());
+        if let Some((state, lsns)) = found.remove(&key) {
+            change.state.merge(&state);
+            absorbed.push(AbsorbedShadow {
+                collection: key.0,
+                id: key.1,
+                lsn: lsns.lsn(),
+            });
+        }
     }
     Ok(Some((batch, absorbed)))
 }
 
-/// A shadow being updated by one commit.
+/// A shadow that one [`Store::apply_shadows`](super::Store::apply_shadows) commit writes.
 #[derive(Debug, Clone)]
-pub(crate) struct ShadowUpdate {
+pub(crate) struct ShadowWrite {
+    pub(crate) collection: CollectionName,
+    pub(crate) id: DocId,
     pub(crate) state: DocState,
     pub(crate) lsns: DocLsns,
-    /// The LSN the shadow is stored (indexed) at, if it is stored.
+    /// The LSN the shadow was stored (indexed) at before, if it was stored.
     pub(crate) stored_lsn: Option<Lsn>,
-    /// Whether a merge changed it (then it is written, numbered by the commit's LSN).
-    pub(crate) changed: bool,
+    /// `codec::encode_doc` of `state`.
+    pub(crate) encoded: Vec<u8>,
+}
+
+/// What [`merge_fragments`] decided.
+#[derive(Debug, Default)]
+pub(crate) struct ShadowWrites {
+    /// The shadows that changed, numbered by the commit's LSN.
+    pub(crate) shadows: Vec<ShadowWrite>,
+    /// Fragments of documents held: not shadows, handed back to the caller.
+    pub(crate) held: Vec<DocChange>,
+}
+
+/// Merges fragments into the shadows of their documents, numbering what changes with
+/// `lsn`, for both backends: `is_held` tells whether a document is held (its fragments
+/// are handed back), `stored` reads a stored shadow. A shadow larger than a document may
+/// be is not kept (the document could never be stored here either).
+pub(crate) fn merge_fragments(
+    fragments: &[DocChange],
+    lsn: Lsn,
+    mut is_held: impl FnMut(&CollectionName, &DocId) -> Result<bool>,
+    mut stored: impl FnMut(&CollectionName, &DocId) -> Result<Option<(DocState, DocLsns)>>,
+) -> Result<ShadowWrites> {
+    let mut held = Vec::new();
+    let mut updates: BTreeMap<(CollectionName, DocId), ShadowUpdate> = BTreeMap::new();
+    for change in fragments {
+        let key = (change.collection.clone(), change.id.clone());
+        let update = match updates.entry(key) {
+            Entry::Occupied(update) => update.into_mut(),
+            Entry::Vacant(slot) => {
+                let (collection, id) = slot.key();
+                if is_held(collection, id)? {
+                    held.push(change.clone());
+                    continue;
+                }
+                let current = stored(collection, id)?;
+                slot.insert(ShadowUpdate::from_stored(current))
+            }
+        };
+        update.merge(&change.state, lsn);
+    }
+    let mut shadows = Vec::new();
+    for ((collection, id), update) in updates {
+        if !update.changed {
+            continue;
+        }
+        let encoded = trellis_common::codec::encode_doc(&update.state);
+        if encoded.len() > MAX_DOC_BYTES {
+            tracing::warn!(%collection, %id, size = encoded.len(), "a synced shadow is above the document size limit and not kept");
+            continue;
+        }
+        shadows.push(ShadowWrite {
+            collection,
+            id,
+            state: update.state,
+            lsns: update.lsns,
+            stored_lsn: update.stored_lsn,
+            encoded,
+        });
+    }
+    Ok(ShadowWrites { shadows, held })
+}
+
+/// A shadow being updated by one commit.
+#[derive(Debug, Clone)]
+struct ShadowUpdate {
+    state: DocState,
+    lsns: DocLsns,
+    stored_lsn: Option<Lsn>,
+    /// Whether a merge changed it.
+    changed: bool,
 }
 
 impl ShadowUpdate {
     /// Starts from the stored shadow, if any.
-    pub(crate) fn from_stored(stored: Option<(DocState, DocLsns)>) -> Self {
+    fn from_stored(stored: Option<(DocState, DocLsns)>) -> Self {
         match stored {
             Some((state, lsns)) => Self {
                 stored_lsn: Some(lsns.lsn()),
@@ -97,20 +177,8 @@ impl ShadowUpdate {
         }
     }
 
-    /// The shadow encoded (`codec::encode_doc`), or `None` (with a warning) when it is
-    /// larger than a document may be: the document could never be stored here, so its
-    /// shadow is not kept either.
-    pub(crate) fn encoded(&self, collection: &CollectionName, id: &DocId) -> Option<Vec<u8>> {
-        let encoded = trellis_common::codec::encode_doc(&self.state);
-        if encoded.len() > MAX_DOC_BYTES {
-            tracing::warn!(%collection, %id, size = encoded.len(), "a synced shadow is above the document size limit and not kept");
-            return None;
-        }
-        Some(encoded)
-    }
-
     /// Merges a fragment, numbering the entries it changes with `lsn`.
-    pub(crate) fn merge(&mut self, fragment: &DocState, lsn: Lsn) {
+    fn merge(&mut self, fragment: &DocState, lsn: Lsn) {
         let mut merged = self.state.clone();
         merged.merge(fragment);
         let changed = if self.state.is_empty() {
