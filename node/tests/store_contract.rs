@@ -1340,23 +1340,23 @@ fn a_store_written_by_a_newer_build_is_refused_on_open() {
         let store = open(&dir);
         assert_eq!(
             store.raw_get(cf::META, keys::META_FORMAT_VERSION).unwrap(),
-            Some(2u32.to_be_bytes().to_vec())
+            Some(3u32.to_be_bytes().to_vec())
         );
         store
-            .raw_put(cf::META, keys::META_FORMAT_VERSION, &3u32.to_be_bytes())
+            .raw_put(cf::META, keys::META_FORMAT_VERSION, &4u32.to_be_bytes())
             .unwrap();
     }
     let err = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap_err();
     assert!(matches!(
         err,
         StoreError::NewerFormat {
-            found: 3,
-            supported: 2
+            found: 4,
+            supported: 3
         }
     ));
     assert_eq!(
         err.to_string(),
-        "store format 3 is newer than this build (2): upgrade trellis-node"
+        "store format 4 is newer than this build (3): upgrade trellis-node"
     );
 }
 
@@ -1377,7 +1377,12 @@ fn a_format_1_store_is_migrated_on_open() {
                     .unwrap(),
             );
         }
-        // Rewrite it as format 1 wrote it: bare encoded documents, no change numbers.
+        // Rewrite it as format 1 wrote it: bare encoded documents, no change numbers,
+        // no LSN index, a change-index row per entry.
+        rewrite_indexes_as_format_2(&store, &[&cars]);
+        for key in store.raw_keys(cf::LSNS).unwrap() {
+            store.raw_delete(cf::LSNS, &key).unwrap();
+        }
         for name in ["a", "b", "c"] {
             let state = store.get(&cars, &id(name)).unwrap().unwrap();
             store
@@ -1395,7 +1400,7 @@ fn a_format_1_store_is_migrated_on_open() {
     let store = open(&dir);
     assert_eq!(
         store.raw_get(cf::META, keys::META_FORMAT_VERSION).unwrap(),
-        Some(2u32.to_be_bytes().to_vec())
+        Some(3u32.to_be_bytes().to_vec())
     );
     for name in ["a", "b", "c"] {
         assert_eq!(
@@ -1413,6 +1418,118 @@ fn a_format_1_store_is_migrated_on_open() {
     assert_eq!(store.lsn(), 3);
     // A migration starts a new life of the store: peers' bookmarks are not reused.
     assert_ne!(store.incarnation(), incarnation);
+}
+
+/// Rewrites the change index and the LSN index as format 2 kept them: a row per
+/// entry, `actor seq collection 0x00 id` → empty and `collection 0x00 lsn` → id.
+fn rewrite_indexes_as_format_2(store: &RocksStore, collections: &[&CollectionName]) {
+    let mut by_lsn = Vec::new();
+    for c in collections {
+        for doc in store.changed_since(c, 0, 0, 1_000).unwrap() {
+            by_lsn.push((keys::lsn_key(c, doc.lsn), doc.id));
+        }
+    }
+    for family in [cf::LSNS, cf::CHANGES] {
+        for key in store.raw_keys(family).unwrap() {
+            store.raw_delete(family, &key).unwrap();
+        }
+    }
+    for (key, id) in by_lsn {
+        store
+            .raw_put(cf::LSNS, &key, id.as_canonical().as_bytes())
+            .unwrap();
+    }
+    for c in collections {
+        for (doc, state) in store.scan(c, None, usize::MAX).unwrap() {
+            for dot in state.dots() {
+                let mut key = dot.actor.to_bytes().to_vec();
+                key.extend_from_slice(&dot.seq.to_be_bytes());
+                key.extend_from_slice(&keys::doc_key(c, &doc));
+                store.raw_put(cf::CHANGES, &key, &[]).unwrap();
+            }
+        }
+    }
+}
+
+/// What sync reads from a store's two change indexes: the documents changed after a
+/// few version vectors, and each collection's documents in LSN order.
+fn index_view(store: &dyn Store, collections: &[&CollectionName]) -> Vec<String> {
+    let mut view = Vec::new();
+    for seen in [
+        VersionVector::new(),
+        [(ActorId::from_u64(1), 3)].into_iter().collect(),
+    ] {
+        view.push(format!("{:?}", store.docs_changed_since(&seen).unwrap()));
+    }
+    for c in collections {
+        for (id, lsn) in store
+            .changed_since(c, 0, 0, 1_000)
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.id, d.lsn))
+        {
+            view.push(format!("{c} {id} {lsn}"));
+        }
+    }
+    view
+}
+
+#[test]
+fn a_format_2_store_is_migrated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cars, vans) = (coll("cars"), coll("vans"));
+    let mut a = replica(1);
+    let mut b = replica(2);
+    let before;
+    {
+        let store = open(&dir);
+        // One commit across two collections, then one by another actor, then a change.
+        let batch: WriteBatch = [(&cars, "c1"), (&cars, "c2"), (&vans, "v1"), (&vans, "v2")]
+            .into_iter()
+            .map(|(c, name)| a.insert(c, &id(name), &json!({"n": 0}), T).unwrap())
+            .collect();
+        store.apply(&batch).unwrap();
+        apply(
+            &store,
+            &b.insert(&cars, &id("c3"), &json!({"n": 3}), T).unwrap(),
+        );
+        apply(
+            &store,
+            &a.update(&cars, &id("c1"), &[set("n", json!(10))], T + 1)
+                .unwrap(),
+        );
+        before = index_view(&store, &[&cars, &vans]);
+        rewrite_indexes_as_format_2(&store, &[&cars, &vans]);
+        store
+            .raw_put(cf::META, keys::META_FORMAT_VERSION, &2u32.to_be_bytes())
+            .unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(
+        store.raw_get(cf::META, keys::META_FORMAT_VERSION).unwrap(),
+        Some(3u32.to_be_bytes().to_vec())
+    );
+    assert_eq!(index_view(&store, &[&cars, &vans]), before);
+    // The migrated runs change like any: c2's entries move to the new commit's runs.
+    apply(
+        &store,
+        &a.update(&cars, &id("c2"), &[set("n", json!(20))], T + 2)
+            .unwrap(),
+    );
+    let cars_by_lsn: Vec<DocId> = store
+        .changed_since(&cars, 0, 0, 1_000)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(cars_by_lsn, ids(&["c3", "c1", "c2"]));
+    let seen_all_but_last: VersionVector = [(ActorId::from_u64(1), 5), (ActorId::from_u64(2), 1)]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        store.docs_changed_since(&seen_all_but_last).unwrap(),
+        vec![(cars.clone(), id("c2"))]
+    );
 }
 
 #[test]

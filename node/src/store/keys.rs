@@ -6,14 +6,19 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `docs` | `collection 0x00 id` | [`encode_doc_value`]: `len(varint) lsns` (the document's [`DocLsns`]), then `codec::encode_doc` of the [`DocState`] |
-//! | `changes` | `actor(8) seq(8, BE) collection 0x00 id` | empty |
-//! | `lsns` | `collection 0x00 lsn(8, BE)` | the id (canonical JSON) of the document whose latest change has that LSN |
+//! | `changes` | `actor(8) last-seq(8, BE) commit(8, BE) part(4, BE)` | a run of entries ([`encode_change_run`]): `(seq, collection, id)`, write `seq` of the actor is part of that document's stored state |
+//! | `lsns` | `collection 0x00 first-lsn(8, BE)` | a run of entries ([`encode_lsn_run`]): `(lsn, id)`, the document whose latest change has that LSN |
 //! | `peers` | `'b' incarnation(16) query(16)` | a sync bookmark: the peer store's LSN (`u64`, big-endian) |
 //! | `indexes` | `index-name 0x00 value-encoding id` | empty |
 //! | `index_defs` | `index-name` | the definition as versioned JSON |
 //! | `evicted` | `collection 0x00 id` | empty |
 //! | `attachments` | `'m' hash(32)` / `'c' hash(32) chunk(4, BE)` / `'s' upload(8) chunk(4, BE)` | blob record / chunk bytes / staged chunk |
 //! | `meta` | `store/...` (the store's own: format version, version vector, greatest timestamp, LSN, incarnation) or `node/<key>` ([`meta_key`]) | bytes |
+//!
+//! The change index and the LSN index keep their entries in runs, a row of up to
+//! [`RUN_ENTRIES`] entries written by one commit, not a row per
+//! entry: a batch of a thousand inserts then writes about a thousand rows, not three
+//! thousand (`store::runs` says how runs change).
 //!
 //! Collection and index names never contain `0x00` (they are `[A-Za-z0-9_-]`), so the
 //! separator keeps one collection's keys contiguous and collections in name order; ids
@@ -28,6 +33,11 @@ use trellis_common::sync::{DocLsns, Incarnation, Lsn, QueryId};
 
 /// The separator after a collection or index name.
 const SEP: u8 = 0x00;
+
+/// Entries per index run at most (entries sharing an LSN are never split, so an LSN run
+/// may hold more). 64 keeps the rewrite when an entry leaves near 2 KiB, and the rows
+/// per stored document near one.
+pub const RUN_ENTRIES: usize = 64;
 
 /// `meta` key of the store format version (`u32`, big-endian).
 pub const META_FORMAT_VERSION: &[u8] = b"store/format_version";
@@ -108,22 +118,34 @@ fn parse_id(bytes: &[u8]) -> Result<DocId, KeyError> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Change index: `actor(8) seq(8, BE) collection 0x00 id`.
+// Change index: runs `actor(8) last-seq(8, BE) commit(8, BE) part(4, BE)` → entries.
 
-/// The change-index key saying that `dot` is part of the stored state of a document.
-/// One write (dot) may touch several documents, hence the document in the key.
-pub fn change_key(dot: Dot, collection: &CollectionName, id: &DocId) -> Vec<u8> {
-    // Built in one allocation: the write path makes one per new document.
-    let mut key = Vec::with_capacity(16 + doc_key_len(collection, id));
-    key.extend_from_slice(&dot.actor.to_bytes());
-    key.extend_from_slice(&dot.seq.to_be_bytes());
-    push_doc_key(&mut key, collection, id);
+/// The change-index key of a run: entries of `actor`'s writes, the greatest of them
+/// `last_seq`, written by the commit that ended at LSN `commit` (its `part`-th run of
+/// the actor). Keys sort by actor, then by the run's last write, so the runs holding
+/// writes after `seq` are exactly those from [`change_seek`]`(actor, seq)` on.
+pub fn change_run_key(actor: ActorId, last_seq: u64, commit: Lsn, part: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(28);
+    key.extend_from_slice(&actor.to_bytes());
+    key.extend_from_slice(&last_seq.to_be_bytes());
+    key.extend_from_slice(&commit.to_be_bytes());
+    key.extend_from_slice(&part.to_be_bytes());
     key
 }
 
-/// The first change-index key of `actor` with a sequence number of at least `seq`.
+/// The actor and last sequence number of a change-run key.
+pub fn parse_change_run_key(key: &[u8]) -> Result<Dot, KeyError> {
+    if key.len() != 28 {
+        return Err(bad("change-index key is not 28 bytes"));
+    }
+    let actor = ActorId::from_bytes(key[..8].try_into().expect("8 bytes"));
+    let seq = u64::from_be_bytes(key[8..16].try_into().expect("8 bytes"));
+    Ok(Dot { actor, seq })
+}
+
+/// The first change-run key of `actor` whose last write is at least `seq`.
 pub fn change_seek(actor: ActorId, seq: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(16 + 32);
+    let mut key = Vec::with_capacity(16);
     key.extend_from_slice(&actor.to_bytes());
     key.extend_from_slice(&seq.to_be_bytes());
     key
@@ -136,28 +158,58 @@ pub fn change_actor_end(actor: ActorId) -> Option<Vec<u8>> {
     Some(next.to_be_bytes().to_vec())
 }
 
-/// Splits a change-index key into the dot and the document.
-pub fn parse_change_key(key: &[u8]) -> Result<(Dot, CollectionName, DocId), KeyError> {
-    if key.len() < 16 {
-        return Err(bad("change-index key is too short"));
+/// One change-index entry: write `seq` of the run's actor is part of the stored state
+/// of a document. One write may touch several documents.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChangeEntry {
+    pub seq: u64,
+    pub collection: CollectionName,
+    pub id: DocId,
+}
+
+/// A change run's value: its `(seq, collection, id)` entries in order, each
+/// `seq(varint) collection(str) id(str)` (postcard).
+pub fn encode_change_run<'e>(
+    entries: impl IntoIterator<Item = (u64, &'e CollectionName, &'e DocId)>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (seq, collection, id) in entries {
+        out = postcard::to_extend(&(seq, collection.as_str(), id.as_canonical()), out)
+            .expect("writing to a Vec cannot fail");
     }
-    let actor = ActorId::from_bytes(key[..8].try_into().expect("8 bytes"));
-    let seq = u64::from_be_bytes(key[8..16].try_into().expect("8 bytes"));
-    let (collection, id) = parse_doc_key(&key[16..])?;
-    Ok((Dot { actor, seq }, collection, id))
+    out
+}
+
+/// Reads back [`encode_change_run`].
+pub fn decode_change_run(mut value: &[u8]) -> Result<Vec<ChangeEntry>, KeyError> {
+    let mut entries = Vec::new();
+    while !value.is_empty() {
+        let ((seq, collection, id), rest) =
+            postcard::take_from_bytes::<(u64, &str, &str)>(value)
+                .map_err(|_| bad("change-index run with a truncated entry"))?;
+        entries.push(ChangeEntry {
+            seq,
+            collection: parse_collection(collection.as_bytes())?,
+            id: parse_id(id.as_bytes())?,
+        });
+        value = rest;
+    }
+    Ok(entries)
 }
 
 // ---------------------------------------------------------------------------------------
-// LSN index: `collection 0x00 lsn(8, BE)` → id.
+// LSN index: runs `collection 0x00 first-lsn(8, BE)` → entries.
 
-/// The LSN-index key of the document of `collection` whose latest change is `lsn`.
+/// The LSN-index key of the run of `collection` whose entries start at `lsn` (no entry
+/// of it is older). Runs of a collection never overlap, so the run holding `lsn`, if
+/// any, is the last one whose key is at most `lsn_key(collection, lsn)`.
 pub fn lsn_key(collection: &CollectionName, lsn: Lsn) -> Vec<u8> {
     let mut key = collection_prefix(collection);
     key.extend_from_slice(&lsn.to_be_bytes());
     key
 }
 
-/// Reads the LSN back from an LSN-index key of `collection`.
+/// Reads the first LSN back from an LSN-index key of `collection`.
 pub fn parse_lsn_key(collection: &CollectionName, key: &[u8]) -> Result<Lsn, KeyError> {
     let prefix = collection_prefix(collection);
     match key.strip_prefix(prefix.as_slice()) {
@@ -166,8 +218,73 @@ pub fn parse_lsn_key(collection: &CollectionName, key: &[u8]) -> Result<Lsn, Key
     }
 }
 
-/// Reads a document id stored as an LSN-index value.
-pub fn parse_lsn_value(value: &[u8]) -> Result<DocId, KeyError> {
+/// An LSN run's value: `(lsn, id)` entries in LSN order, each `lsn - first(varint)
+/// id(str)` (postcard), `first` being the LSN of the run's key.
+pub fn encode_lsn_run<'e>(
+    first: Lsn,
+    entries: impl IntoIterator<Item = (Lsn, &'e DocId)>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (lsn, id) in entries {
+        let offset = lsn
+            .checked_sub(first)
+            .expect("a run's entries are not older than its key");
+        out = postcard::to_extend(&(offset, id.as_canonical()), out)
+            .expect("writing to a Vec cannot fail");
+    }
+    out
+}
+
+/// Reads back [`encode_lsn_run`].
+pub fn decode_lsn_run(first: Lsn, mut value: &[u8]) -> Result<Vec<(Lsn, DocId)>, KeyError> {
+    let mut entries = Vec::new();
+    while !value.is_empty() {
+        let ((offset, id), rest) = postcard::take_from_bytes::<(u64, &str)>(value)
+            .map_err(|_| bad("LSN-index run with a truncated entry"))?;
+        let lsn = first
+            .checked_add(offset)
+            .ok_or_else(|| bad("LSN-index entry beyond the greatest LSN"))?;
+        entries.push((lsn, parse_id(id.as_bytes())?));
+        value = rest;
+    }
+    Ok(entries)
+}
+
+// ---------------------------------------------------------------------------------------
+// The index rows of format 2 (a row per entry), read only to migrate them.
+
+/// A format-2 change-index key, `actor(8) seq(8, BE) collection 0x00 id`.
+pub fn parse_v2_change_key(key: &[u8]) -> Result<(Dot, ChangeEntry), KeyError> {
+    if key.len() < 16 {
+        return Err(bad("change-index key is too short"));
+    }
+    let actor = ActorId::from_bytes(key[..8].try_into().expect("8 bytes"));
+    let seq = u64::from_be_bytes(key[8..16].try_into().expect("8 bytes"));
+    let (collection, id) = parse_doc_key(&key[16..])?;
+    Ok((
+        Dot { actor, seq },
+        ChangeEntry {
+            seq,
+            collection,
+            id,
+        },
+    ))
+}
+
+/// A format-2 LSN-index key, `collection 0x00 lsn(8, BE)`.
+pub fn parse_v2_lsn_key(key: &[u8]) -> Result<(CollectionName, Lsn), KeyError> {
+    let sep = key
+        .iter()
+        .position(|b| *b == SEP)
+        .ok_or_else(|| bad("LSN-index key without a separator"))?;
+    let lsn =
+        decode_u64(&key[sep + 1..]).map_err(|_| bad("LSN-index key without an 8-byte LSN"))?;
+    Ok((parse_collection(&key[..sep])?, lsn))
+}
+
+/// The id a format-2 LSN-index row (`collection 0x00 lsn(8, BE)`) holds: its
+/// canonical JSON.
+pub fn parse_v2_lsn_value(value: &[u8]) -> Result<DocId, KeyError> {
     parse_id(value)
 }
 
@@ -653,8 +770,7 @@ mod tests {
     }
 
     #[test]
-    fn change_keys_sort_by_actor_then_sequence_numerically() {
-        let c = coll("c");
+    fn change_run_keys_sort_by_actor_then_last_sequence_numerically() {
         let mut dots = vec![];
         for actor in [a(2), a(1), a(256), a(u64::MAX)] {
             for seq in [1, 2, 255, 256, 65_536, u64::MAX] {
@@ -663,14 +779,15 @@ mod tests {
         }
         let mut keys: Vec<(Vec<u8>, Dot)> = dots
             .iter()
-            .map(|d| (change_key(*d, &c, &id(json!("z"))), *d))
+            .map(|d| (change_run_key(d.actor, d.seq, 1_000 - d.seq % 1_000, 7), *d))
             .collect();
         keys.sort();
         let order: Vec<Dot> = keys.iter().map(|k| k.1).collect();
         let mut expected = dots.clone();
         expected.sort();
         assert_eq!(order, expected);
-        // A seek for (actor, seq) lands on the first key at or after it, within the actor.
+        // A seek for (actor, seq) lands on the first run whose last write is at least
+        // seq, within the actor.
         let seek = change_seek(a(2), 256);
         let first = keys.iter().find(|k| k.0 >= seek).unwrap();
         assert_eq!(
@@ -683,8 +800,65 @@ mod tests {
         let end = change_actor_end(a(2)).unwrap();
         assert!(keys.iter().filter(|k| k.1.actor == a(2)).all(|k| k.0 < end));
         assert!(change_actor_end(a(u64::MAX)).is_none());
-        let (dot, cc, i) = parse_change_key(&keys[0].0).unwrap();
-        assert_eq!((dot, cc, i), (keys[0].1, c, id(json!("z"))));
+        assert_eq!(parse_change_run_key(&keys[0].0), Ok(keys[0].1));
+        assert!(parse_change_run_key(&keys[0].0[..27]).is_err());
+    }
+
+    #[test]
+    fn runs_round_trip_and_reject_truncation() {
+        let entries = vec![
+            ChangeEntry {
+                seq: 3,
+                collection: coll("cars"),
+                id: id(json!("a")),
+            },
+            ChangeEntry {
+                seq: u64::MAX,
+                collection: coll("vans"),
+                id: id(json!("x17")),
+            },
+        ];
+        let value = encode_change_run(entries.iter().map(|e| (e.seq, &e.collection, &e.id)));
+        assert_eq!(decode_change_run(&value), Ok(entries));
+        assert!(decode_change_run(&value[..value.len() - 1]).is_err());
+        assert_eq!(decode_change_run(&[]), Ok(vec![]));
+
+        let lsns = vec![
+            (40, id(json!("a"))),
+            (40, id(json!("b"))),
+            (300, id(json!("c"))),
+        ];
+        let value = encode_lsn_run(40, lsns.iter().map(|(l, i)| (*l, i)));
+        assert_eq!(decode_lsn_run(40, &value), Ok(lsns));
+        assert!(decode_lsn_run(40, &value[..value.len() - 1]).is_err());
+        // An offset past the greatest LSN is corrupt, not a wrap-around.
+        assert!(decode_lsn_run(u64::MAX, &value).is_err());
+    }
+
+    #[test]
+    fn format_2_index_rows_parse_for_the_migration() {
+        let mut key = a(5).to_bytes().to_vec();
+        key.extend_from_slice(&9u64.to_be_bytes());
+        key.extend_from_slice(&doc_key(&coll("cars"), &id(json!("x"))));
+        let (dot, entry) = parse_v2_change_key(&key).unwrap();
+        assert_eq!(
+            dot,
+            Dot {
+                actor: a(5),
+                seq: 9
+            }
+        );
+        assert_eq!(
+            (entry.seq, entry.collection, entry.id),
+            (9, coll("cars"), id(json!("x")))
+        );
+        assert!(parse_v2_change_key(&key[..10]).is_err());
+        assert_eq!(parse_v2_lsn_value(b"\"x\""), Ok(id(json!("x"))));
+        assert_eq!(
+            parse_v2_lsn_key(&lsn_key(&coll("cars"), 7)),
+            Ok((coll("cars"), 7))
+        );
+        assert!(parse_v2_lsn_key(b"cars\0\x01").is_err());
     }
 
     /// The reference order (the query language's ORDER BY order) used to check the

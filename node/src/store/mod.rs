@@ -38,20 +38,22 @@
 //!   entry last changed at, `common::sync::DocLsns`, a few bytes for most documents)
 //!   and the encoded [`DocState`] (`codec::encode_doc`, which starts with its own
 //!   format version). Tombstones stay here.
-//! - `changes`: the change index, `actor seq collection 0x00 id` → empty, one entry per
-//!   write (dot) a stored document holds. From a version vector, sync seeks each actor to
-//!   `seq > vv[actor]`, so finding what a peer lacks costs the number of changes it
-//!   lacks (plus one seek per actor), not the number of documents. Entries of writes a
-//!   document no longer holds (superseded) are deleted in the same batch.
+//! - `changes`: the change index by (actor, seq), one entry `(seq, collection, id)` per
+//!   write (dot) a stored document holds, kept in runs of up to 64 entries of one actor
+//!   written by one commit, keyed `actor last-seq commit part` (`store::runs`). From a version
+//!   vector, sync seeks each actor to the runs with a write `> vv[actor]`, so finding
+//!   what a peer lacks costs the number of changes it lacks (plus one seek per actor),
+//!   not the number of documents. Entries of writes a document no longer holds
+//!   (superseded) leave their run in the same batch.
 //! - `indexes`: `index 0x00 value id` → empty, for each live document that has a value
 //!   at the index's path; the value encoding sorts like the query language's ORDER BY.
 //! - `index_defs`: index name → its definition.
 //! - `attachments`: blob chunks of 64 KiB (`'c' hash index`), the record of each complete,
 //!   verified blob (`'m' hash`), and chunks staged while a streamed upload is hashed.
 //! - `evicted`: `collection 0x00 id` of documents removed locally by `EVICT`.
-//! - `lsns`: the LSN index, `collection 0x00 lsn` → id. Every commit that changes a
-//!   document gives it the store's next receipt sequence number (LSN) and moves its
-//!   entry here, so sync finds "what changed in this collection after LSN x" with one
+//! - `lsns`: the LSN index, `collection 0x00 first-lsn` → a run of `(lsn, id)` entries.
+//!   Every commit that changes a document gives it the store's next receipt sequence
+//!   number (LSN) and moves its entry to a run of that commit, so sync finds "what changed in this collection after LSN x" with one
 //!   range scan ([`Store::changed_since`]; design in `docs/sync.md`).
 //! - `shadows`: `collection 0x00 id` → what the node keeps, out of sight, of a document
 //!   it does not hold (same value layout as `docs`; indexed by LSN like a document,
@@ -78,7 +80,8 @@
 //! The `meta` key `store/format_version` holds [`FORMAT_VERSION`], written when the
 //! store is created. Opening a store with a newer version fails with
 //! [`StoreError::NewerFormat`]; an older one is migrated on open (format 1 to 2 adds
-//! the change numbers, the LSN index and the incarnation).
+//! the change numbers, the LSN index and the incarnation; 2 to 3 turns the rows of the
+//! change index and the LSN index into runs).
 
 pub mod blobs;
 mod error;
@@ -86,6 +89,7 @@ pub mod keys;
 pub mod memory;
 mod plan;
 pub mod rocks;
+mod runs;
 mod shadow;
 
 use std::collections::BTreeSet;
@@ -105,7 +109,7 @@ pub use rocks::{RocksOptions, RocksStore};
 pub use shadow::ShadowsApplied;
 
 /// The store format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Stored size (encoded, CRDT metadata included) above which a document draws a warning.
 pub const WARN_DOC_BYTES: usize = 256 * 1024;

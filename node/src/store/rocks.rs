@@ -22,6 +22,7 @@ use trellis_common::sync::{ChangedDoc, DocLsns, Incarnation, Lsn, QueryId};
 use super::blobs::{BlobHash, BlobRecord, ChunkBackend, impl_blob_store};
 use super::keys;
 use super::plan::{Before, PlannedDoc, plan_apply};
+use super::runs::{IndexEdits, RowEdit, RunSource, RunVisitor};
 use super::shadow::{self, ShadowWrites, ShadowsApplied};
 use super::{
     Applied, Durability, EncodedBounds, FORMAT_VERSION, IndexDef, Result, Store, StoreError,
@@ -122,6 +123,10 @@ impl RocksStore {
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
             table.set_cache_index_and_filter_blocks(true);
+            // The few newest files' filters stay pinned (still counted in the cache): a
+            // point read of an absent id, as every insert of a given `_id` makes, then
+            // asks no cache for them.
+            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
             table.set_bloom_filter(10.0, false);
             let mut cf_opts = Options::default();
             cf_opts.set_compression_type(DBCompressionType::None);
@@ -217,12 +222,17 @@ impl RocksStore {
                 self.migrate_1_to_2()?;
                 self.migrate(2)
             }
+            2 => {
+                self.migrate_2_to_3()?;
+                self.migrate(3)
+            }
             _ => Ok(()),
         }
     }
 
     /// Format 2 numbers changes for sync: every document value starts with its change
-    /// numbers and has an LSN-index entry, and the store has an incarnation. Documents of
+    /// numbers and has an LSN-index entry (a row each, as format 2 kept them), and the
+    /// store has an incarnation. Documents of
     /// a format-1 store take LSNs 1, 2, ... in key order.
     fn migrate_1_to_2(&self) -> Result<()> {
         let _writer = self.writer.lock();
@@ -256,6 +266,66 @@ impl RocksStore {
         wb.put_cf(meta, keys::META_INCARNATION, Incarnation::random().0);
         wb.put_cf(meta, keys::META_FORMAT_VERSION, 2u32.to_be_bytes());
         tracing::info!(documents = lsn, "store migrated from format 1 to 2");
+        self.commit(wb, true)
+    }
+
+    /// Format 3 keeps the change index and the LSN index in runs (`store::runs`), not
+    /// a row per entry: the rows of format 2 become runs of their entries, in order.
+    fn migrate_2_to_3(&self) -> Result<()> {
+        let _writer = self.writer.lock();
+        let corrupt = |e| StoreError::corrupt_meta("format-2 index row", e);
+        let mut wb = rocksdb::WriteBatch::default();
+        let mut lsn_entries = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(cf::LSNS));
+        it.seek_to_first();
+        while let Some((key, value)) = it.item() {
+            let (collection, lsn) = keys::parse_v2_lsn_key(key).map_err(corrupt)?;
+            let id = keys::parse_v2_lsn_value(value).map_err(corrupt)?;
+            lsn_entries.push((collection, lsn, id));
+            wb.delete_cf(self.cf(cf::LSNS), key);
+            it.next();
+        }
+        it.status().map_err(self.err())?;
+        drop(it);
+        let mut change_entries = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(cf::CHANGES));
+        it.seek_to_first();
+        while let Some(key) = it.key() {
+            change_entries.push(keys::parse_v2_change_key(key).map_err(corrupt)?);
+            wb.delete_cf(self.cf(cf::CHANGES), key);
+            it.next();
+        }
+        it.status().map_err(self.err())?;
+        drop(it);
+        let lsn = match self
+            .db
+            .get_cf(self.cf(cf::META), keys::META_LSN)
+            .map_err(self.err())?
+        {
+            Some(bytes) => {
+                keys::decode_u64(&bytes).map_err(|e| StoreError::corrupt_meta("LSN", e))?
+            }
+            None => 0,
+        };
+        let mut edits = IndexEdits::default();
+        for (collection, lsn, id) in &lsn_entries {
+            edits.add_lsn(collection, *lsn, id);
+        }
+        for (dot, entry) in &change_entries {
+            edits.add_change(*dot, &entry.collection, &entry.id);
+        }
+        // Written after the deletes: a run may take the key of its first entry's row.
+        self.write_index_rows(&mut wb, edits, lsn)?;
+        wb.put_cf(
+            self.cf(cf::META),
+            keys::META_FORMAT_VERSION,
+            3u32.to_be_bytes(),
+        );
+        tracing::info!(
+            lsn_entries = lsn_entries.len(),
+            change_entries = change_entries.len(),
+            "store migrated from format 2 to 3"
+        );
         self.commit(wb, true)
     }
 
@@ -359,6 +429,66 @@ impl RocksStore {
 
     /// Reads a stored document value (of `docs`, or `shadows`) and decodes it with
     /// `decode` (the state alone, or with its change numbers).
+    /// Document (or shadow) `id` as of `snapshot`, for [`Store::changed_since`]: its
+    /// entry in the LSN index says its latest change is `lsn`.
+    fn changed_doc(
+        &self,
+        snapshot: &rocksdb::Snapshot<'_>,
+        collection: &CollectionName,
+        id: DocId,
+        lsn: Lsn,
+        after: Lsn,
+    ) -> Result<ChangedDoc> {
+        let key = keys::doc_key(collection, &id);
+        let (bytes, shadow) = match snapshot
+            .get_cf(self.cf(cf::DOCS), &key)
+            .map_err(self.err())?
+        {
+            Some(bytes) => (bytes, false),
+            None => {
+                let bytes = snapshot
+                    .get_cf(self.cf(cf::SHADOWS), &key)
+                    .map_err(self.err())?
+                    .ok_or_else(|| {
+                        StoreError::corrupt_doc(collection, &id, "in the LSN index but not stored")
+                    })?;
+                (bytes, true)
+            }
+        };
+        let (state, lsns) = keys::decode_doc_value_with_lsns(&bytes)
+            .map_err(|e| StoreError::corrupt_doc(collection, &id, e))?;
+        let (fragment, whole) = lsns.fragment_after(&state, after);
+        Ok(ChangedDoc {
+            id,
+            lsn,
+            fragment,
+            whole,
+            state,
+            shadow,
+        })
+    }
+
+    /// Adds the index rows of `edits` to `wb`, reading the runs entries leave (under
+    /// the writer lock). `commit`: the store's LSN after this commit.
+    fn write_index_rows(
+        &self,
+        wb: &mut rocksdb::WriteBatch,
+        edits: IndexEdits<'_>,
+        commit: Lsn,
+    ) -> Result<()> {
+        let rows = edits.into_rows(self, commit)?;
+        for (family, edits) in [(cf::LSNS, rows.lsns), (cf::CHANGES, rows.changes)] {
+            let family = self.cf(family);
+            for edit in edits {
+                match edit {
+                    RowEdit::Put(key, value) => wb.put_cf(family, key, value),
+                    RowEdit::Delete(key) => wb.delete_cf(family, key),
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn read_doc_as<T>(
         &self,
         column_family: &str,
@@ -418,6 +548,16 @@ impl RocksStore {
         self.commit(batch, true)
     }
 
+    /// Deletes a key of a column family, bypassing every invariant of the store. For
+    /// tests (format migrations) and repair tools only.
+    #[doc(hidden)]
+    pub fn raw_delete(&self, column_family: &str, key: &[u8]) -> Result<()> {
+        *self.writer.lock() += 1;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(self.cf(column_family), key);
+        self.commit(batch, true)
+    }
+
     /// Every key of a column family, in order. For tests and repair tools.
     #[doc(hidden)]
     pub fn raw_keys(&self, column_family: &str) -> Result<Vec<Vec<u8>>> {
@@ -445,6 +585,42 @@ impl RocksStore {
 /// the keys of their rows.
 fn batch_bytes(docs: &[PlannedDoc<'_>]) -> usize {
     docs.iter().map(|d| d.encoded.len() + 256).sum::<usize>() + 256
+}
+
+impl RunSource for RocksStore {
+    fn lsn_run_at(&self, collection: &CollectionName, lsn: Lsn) -> Result<Option<(Lsn, Vec<u8>)>> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(keys::collection_prefix(collection));
+        opts.set_iterate_upper_bound(keys::collection_end(collection));
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::LSNS), opts);
+        it.seek_for_prev(keys::lsn_key(collection, lsn));
+        let found = match it.item() {
+            Some((key, value)) => Some((
+                keys::parse_lsn_key(collection, key)
+                    .map_err(|e| StoreError::corrupt_meta("LSN-index key", e))?,
+                value.to_vec(),
+            )),
+            None => None,
+        };
+        it.status().map_err(self.err())?;
+        Ok(found)
+    }
+
+    fn change_runs_from(&self, actor: ActorId, seq: u64, visit: &mut RunVisitor<'_>) -> Result<()> {
+        let mut opts = ReadOptions::default();
+        if let Some(end) = keys::change_actor_end(actor) {
+            opts.set_iterate_upper_bound(end);
+        }
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::CHANGES), opts);
+        it.seek(keys::change_seek(actor, seq));
+        while let Some((key, value)) = it.item() {
+            if visit(key, value)? {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(self.err())
+    }
 }
 
 impl Store for RocksStore {
@@ -534,24 +710,19 @@ impl Store for RocksStore {
         {
             return plan.into_applied();
         }
-        let (docs, changes, indexes, lsns, meta) = (
-            self.cf(cf::DOCS),
-            self.cf(cf::CHANGES),
-            self.cf(cf::INDEXES),
-            self.cf(cf::LSNS),
-            self.cf(cf::META),
-        );
+        let (docs, indexes, meta) = (self.cf(cf::DOCS), self.cf(cf::INDEXES), self.cf(cf::META));
         let clear_evicted = self.has_evicted.load(Ordering::Relaxed);
         // Sized up front: a batch of a thousand documents would otherwise be copied
         // a dozen times as it grows.
         let mut wb = rocksdb::WriteBatch::with_capacity_bytes(batch_bytes(&plan.docs));
+        let mut edits = IndexEdits::default();
         for doc in &plan.docs {
             let (collection, id) = (doc.collection, doc.id);
             for dot in &doc.dots_removed {
-                wb.delete_cf(changes, keys::change_key(*dot, collection, id));
+                edits.remove_change(*dot, collection, id);
             }
             for dot in &doc.dots_added {
-                wb.put_cf(changes, keys::change_key(*dot, collection, id), []);
+                edits.add_change(*dot, collection, id);
             }
             for (name, value) in &doc.index_removed {
                 wb.delete_cf(indexes, keys::index_key(name, value, id));
@@ -560,13 +731,9 @@ impl Store for RocksStore {
                 wb.put_cf(indexes, keys::index_key(name, value, id), []);
             }
             if let Some(old) = doc.old_lsn {
-                wb.delete_cf(lsns, keys::lsn_key(collection, old));
+                edits.remove_lsn(collection, old, id);
             }
-            wb.put_cf(
-                lsns,
-                keys::lsn_key(collection, doc.lsns.lsn()),
-                id.as_canonical().as_bytes(),
-            );
+            edits.add_lsn(collection, doc.lsns.lsn(), id);
             let key = keys::doc_key(collection, id);
             if clear_evicted {
                 wb.delete_cf(self.cf(cf::EVICTED), &key);
@@ -576,8 +743,9 @@ impl Store for RocksStore {
         for gone in absorbed {
             let (collection, id) = (&gone.collection, &gone.id);
             wb.delete_cf(self.cf(cf::SHADOWS), keys::doc_key(collection, id));
-            wb.delete_cf(lsns, keys::lsn_key(collection, gone.lsn));
+            edits.remove_lsn(collection, gone.lsn, id);
         }
+        self.write_index_rows(&mut wb, edits, plan.lsn)?;
         if plan.lsn != lsn {
             wb.put_cf(meta, keys::META_LSN, plan.lsn.to_be_bytes());
         }
@@ -627,20 +795,23 @@ impl Store for RocksStore {
         let mut it = self.db.raw_iterator_cf(self.cf(cf::CHANGES));
         it.seek_to_first();
         let mut out = BTreeSet::new();
-        while let Some(key) = it.key() {
-            let (dot, collection, id) = keys::parse_change_key(key)
-                .map_err(|e| StoreError::corrupt_meta("change-index key", e))?;
-            let next_actor = |actor: ActorId| keys::change_actor_end(actor);
-            match seen.get(dot.actor).checked_add(1) {
+        let corrupt = |e| StoreError::corrupt_meta("change-index run", e);
+        while let Some((key, value)) = it.item() {
+            let last = keys::parse_change_run_key(key).map_err(corrupt)?;
+            match seen.get(last.actor).checked_add(1) {
                 // Everything of this actor is seen: jump to the next actor.
-                None => match next_actor(dot.actor) {
+                None => match keys::change_actor_end(last.actor) {
                     Some(next) => it.seek(next),
                     None => break,
                 },
-                // Seen up to `from - 1`: jump to the first unseen write of the actor.
-                Some(from) if dot.seq < from => it.seek(keys::change_seek(dot.actor, from)),
-                Some(_) => {
-                    out.insert((collection, id));
+                // Seen up to `from - 1`: jump to the first run with an unseen write.
+                Some(from) if last.seq < from => it.seek(keys::change_seek(last.actor, from)),
+                Some(from) => {
+                    for entry in keys::decode_change_run(value).map_err(corrupt)? {
+                        if entry.seq >= from {
+                            out.insert((entry.collection, entry.id));
+                        }
+                    }
                     it.next();
                 }
             }
@@ -660,14 +831,15 @@ impl Store for RocksStore {
             .cloned()
             .collect();
         let mut wb = rocksdb::WriteBatch::default();
+        let mut edits = IndexEdits::default();
         let mut removed = Vec::new();
         for id in ids {
             let Some((state, lsns)) = self.read_doc_with_lsns(collection, id)? else {
                 continue;
             };
-            wb.delete_cf(self.cf(cf::LSNS), keys::lsn_key(collection, lsns.lsn()));
+            edits.remove_lsn(collection, lsns.lsn(), id);
             for dot in dot_set(Some(&state)) {
-                wb.delete_cf(self.cf(cf::CHANGES), keys::change_key(dot, collection, id));
+                edits.remove_change(dot, collection, id);
             }
             for def in &defs {
                 if let Some(value) = def.entry_value(id, &state) {
@@ -680,6 +852,9 @@ impl Store for RocksStore {
             removed.push((id.clone(), state));
         }
         if !removed.is_empty() {
+            // Nothing is added: the LSN only names new runs.
+            let lsn = self.cached.read().lsn;
+            self.write_index_rows(&mut wb, edits, lsn)?;
             self.has_evicted.store(true, Ordering::Relaxed);
             *writer += 1;
             self.commit(wb, true)?;
@@ -832,55 +1007,35 @@ impl Store for RocksStore {
         limit: usize,
     ) -> Result<Vec<ChangedDoc>> {
         let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(keys::collection_prefix(collection));
         opts.set_iterate_upper_bound(keys::collection_end(collection));
         // One snapshot for the index and the documents: a document that changes
         // meanwhile is found at its old LSN with its old state, consistently.
         let snapshot = self.db.snapshot();
         opts.set_snapshot(&snapshot);
         let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::LSNS), opts);
-        it.seek(keys::lsn_key(
-            collection,
-            cursor.max(after).saturating_add(1),
-        ));
+        // The run holding the first LSN wanted may start before it.
+        let from = cursor.max(after).saturating_add(1);
+        it.seek_for_prev(keys::lsn_key(collection, from));
+        if !it.valid() {
+            it.seek(keys::lsn_key(collection, from));
+        }
+        let corrupt = |e: keys::KeyError| StoreError::corrupt_meta("LSN-index run", e);
         let mut out = Vec::new();
         while out.len() < limit {
             let Some((key, value)) = it.item() else {
                 break;
             };
-            let corrupt = |e: keys::KeyError| StoreError::corrupt_meta("LSN-index entry", e);
-            let lsn = keys::parse_lsn_key(collection, key).map_err(corrupt)?;
-            let id = keys::parse_lsn_value(value).map_err(corrupt)?;
-            let key = keys::doc_key(collection, &id);
-            let (bytes, shadow) = match snapshot
-                .get_cf(self.cf(cf::DOCS), &key)
-                .map_err(self.err())?
-            {
-                Some(bytes) => (bytes, false),
-                None => {
-                    let bytes = snapshot
-                        .get_cf(self.cf(cf::SHADOWS), &key)
-                        .map_err(self.err())?
-                        .ok_or_else(|| {
-                            StoreError::corrupt_doc(
-                                collection,
-                                &id,
-                                "in the LSN index but not stored",
-                            )
-                        })?;
-                    (bytes, true)
+            let first = keys::parse_lsn_key(collection, key).map_err(corrupt)?;
+            for (lsn, id) in keys::decode_lsn_run(first, value).map_err(corrupt)? {
+                if lsn < from {
+                    continue;
                 }
-            };
-            let (state, lsns) = keys::decode_doc_value_with_lsns(&bytes)
-                .map_err(|e| StoreError::corrupt_doc(collection, &id, e))?;
-            let (fragment, whole) = lsns.fragment_after(&state, after);
-            out.push(ChangedDoc {
-                id,
-                lsn,
-                fragment,
-                whole,
-                state,
-                shadow,
-            });
+                if out.len() == limit {
+                    break;
+                }
+                out.push(self.changed_doc(&snapshot, collection, id, lsn, after)?);
+            }
             it.next();
         }
         it.status().map_err(self.err())?;
@@ -904,24 +1059,22 @@ impl Store for RocksStore {
         if shadows.is_empty() {
             return Ok(ShadowsApplied { lsn: last, held });
         }
-        let (shadow_cf, lsn_index) = (self.cf(cf::SHADOWS), self.cf(cf::LSNS));
+        let shadow_cf = self.cf(cf::SHADOWS);
         let mut wb = rocksdb::WriteBatch::default();
+        let mut edits = IndexEdits::default();
         for write in &shadows {
             let (collection, id) = (&write.collection, &write.id);
             if let Some(old) = write.stored_lsn {
-                wb.delete_cf(lsn_index, keys::lsn_key(collection, old));
+                edits.remove_lsn(collection, old, id);
             }
-            wb.put_cf(
-                lsn_index,
-                keys::lsn_key(collection, lsn),
-                id.as_canonical().as_bytes(),
-            );
+            edits.add_lsn(collection, lsn, id);
             wb.put_cf(
                 shadow_cf,
                 keys::doc_key(collection, id),
                 keys::encode_doc_value(&write.lsns, &write.state, &write.encoded),
             );
         }
+        self.write_index_rows(&mut wb, edits, lsn)?;
         wb.put_cf(self.cf(cf::META), keys::META_LSN, lsn.to_be_bytes());
         self.has_shadows.store(true, Ordering::Relaxed);
         *writer += 1;
