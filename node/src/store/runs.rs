@@ -17,7 +17,6 @@
 //!   `(actor, seq)` on until one holds it, almost always the first.
 //! - A run keeps its key when entries leave it: its key still bounds what it holds.
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use trellis_common::crdt::Dot;
@@ -120,18 +119,31 @@ fn remove_lsns(
     source: &dyn RunSource,
     out: &mut Vec<RowEdit>,
 ) -> Result<()> {
-    let mut touched: BTreeMap<(&CollectionName, Lsn), Vec<(Lsn, DocId)>> = BTreeMap::new();
+    // Runs read so far by (collection, first LSN), with the last LSN they held: runs do
+    // not overlap, so one of them holds every LSN in its span.
+    let mut touched: BTreeMap<(&CollectionName, Lsn), (Lsn, Vec<(Lsn, DocId)>)> = BTreeMap::new();
     for &(collection, lsn, id) in removed {
-        let Some((first, value)) = source.lsn_run_at(collection, lsn)? else {
-            missing("the LSN index", collection, id);
-            continue;
-        };
-        let entries = match touched.entry((collection, first)) {
-            Entry::Occupied(slot) => slot.into_mut(),
-            Entry::Vacant(slot) => {
-                slot.insert(keys::decode_lsn_run(first, &value).map_err(corrupt)?)
+        let read = touched
+            .range((collection, 0)..=(collection, lsn))
+            .next_back()
+            .filter(|(_, (last, _))| lsn <= *last)
+            .map(|(key, _)| *key);
+        let key = match read {
+            Some(key) => key,
+            None => {
+                let Some((first, value)) = source.lsn_run_at(collection, lsn)? else {
+                    missing("the LSN index", collection, id);
+                    continue;
+                };
+                let entries = keys::decode_lsn_run(first, &value).map_err(corrupt)?;
+                let last = entries.last().map_or(first, |(l, _)| *l);
+                touched
+                    .entry((collection, first))
+                    .or_insert((last, entries));
+                (collection, first)
             }
         };
+        let (_, entries) = touched.get_mut(&key).expect("the run was just found");
         match entries.iter().position(|(l, i)| *l == lsn && i == id) {
             Some(at) => {
                 entries.remove(at);
@@ -139,7 +151,7 @@ fn remove_lsns(
             None => missing("the LSN index", collection, id),
         }
     }
-    for ((collection, first), entries) in touched {
+    for ((collection, first), (_, entries)) in touched {
         let key = keys::lsn_key(collection, first);
         out.push(if entries.is_empty() {
             RowEdit::Delete(key)
