@@ -114,19 +114,25 @@ fn missing(index: &str, collection: &CollectionName, id: &DocId) {
     tracing::warn!(%collection, %id, "{index} has no entry to remove for a document");
 }
 
+/// An LSN run read by a commit: the last LSN it held when read, and its entries now.
+struct LsnRun {
+    last: Lsn,
+    entries: Vec<(Lsn, DocId)>,
+}
+
 fn remove_lsns(
     removed: &[(&CollectionName, Lsn, &DocId)],
     source: &dyn RunSource,
     out: &mut Vec<RowEdit>,
 ) -> Result<()> {
-    // Runs read so far by (collection, first LSN), with the last LSN they held: runs do
-    // not overlap, so one of them holds every LSN in its span.
-    let mut touched: BTreeMap<(&CollectionName, Lsn), (Lsn, Vec<(Lsn, DocId)>)> = BTreeMap::new();
+    // Runs read so far by (collection, first LSN): runs do not overlap, so one of them
+    // holds every LSN in its span.
+    let mut touched: BTreeMap<(&CollectionName, Lsn), LsnRun> = BTreeMap::new();
     for &(collection, lsn, id) in removed {
         let read = touched
             .range((collection, 0)..=(collection, lsn))
             .next_back()
-            .filter(|(_, (last, _))| lsn <= *last)
+            .filter(|(_, run)| lsn <= run.last)
             .map(|(key, _)| *key);
         let key = match read {
             Some(key) => key,
@@ -143,7 +149,10 @@ fn remove_lsns(
                 (collection, first)
             }
         };
-        let (_, entries) = touched.get_mut(&key).expect("the run was just found");
+        let entries = &mut touched
+            .get_mut(&key)
+            .expect("the run was just found")
+            .entries;
         match entries.iter().position(|(l, i)| *l == lsn && i == id) {
             Some(at) => {
                 entries.remove(at);
@@ -151,7 +160,7 @@ fn remove_lsns(
             None => missing("the LSN index", collection, id),
         }
     }
-    for ((collection, first), (_, entries)) in touched {
+    for ((collection, first), LsnRun { entries, .. }) in touched {
         let key = keys::lsn_key(collection, first);
         out.push(if entries.is_empty() {
             RowEdit::Delete(key)
