@@ -145,7 +145,7 @@ fn remove_lsns(
                 let last = entries.last().map_or(first, |(l, _)| *l);
                 touched
                     .entry((collection, first))
-                    .or_insert((last, entries));
+                    .or_insert(LsnRun { last, entries });
                 (collection, first)
             }
         };
