@@ -232,8 +232,8 @@ impl RocksStore {
 
     /// Format 2 numbers changes for sync: every document value starts with its change
     /// numbers and has an LSN-index entry (a row each, as format 2 kept them), and the
-    /// store has an incarnation. Documents of
-    /// a format-1 store take LSNs 1, 2, ... in key order.
+    /// store has an incarnation. Documents of a format-1 store take LSNs 1, 2, ... in
+    /// key order.
     fn migrate_1_to_2(&self) -> Result<()> {
         let _writer = self.writer.lock();
         let mut wb = rocksdb::WriteBatch::default();
@@ -297,16 +297,7 @@ impl RocksStore {
         }
         it.status().map_err(self.err())?;
         drop(it);
-        let lsn = match self
-            .db
-            .get_cf(self.cf(cf::META), keys::META_LSN)
-            .map_err(self.err())?
-        {
-            Some(bytes) => {
-                keys::decode_u64(&bytes).map_err(|e| StoreError::corrupt_meta("LSN", e))?
-            }
-            None => 0,
-        };
+        let lsn = self.stored_lsn()?;
         let mut edits = IndexEdits::default();
         for (collection, lsn, id) in &lsn_entries {
             edits.add_lsn(collection, *lsn, id);
@@ -327,6 +318,18 @@ impl RocksStore {
             "store migrated from format 2 to 3"
         );
         self.commit(wb, true)
+    }
+
+    /// The store's latest LSN as stored (0 for a new store).
+    fn stored_lsn(&self) -> Result<Lsn> {
+        match self
+            .db
+            .get_cf(self.cf(cf::META), keys::META_LSN)
+            .map_err(self.err())?
+        {
+            Some(bytes) => keys::decode_u64(&bytes).map_err(|e| StoreError::corrupt_meta("LSN", e)),
+            None => Ok(0),
+        }
     }
 
     fn load(&self) -> Result<()> {
@@ -351,12 +354,7 @@ impl RocksStore {
             ),
             None => Hlc::ZERO,
         };
-        let lsn = match self.db.get_cf(meta, keys::META_LSN).map_err(self.err())? {
-            Some(bytes) => {
-                keys::decode_u64(&bytes).map_err(|e| StoreError::corrupt_meta("LSN", e))?
-            }
-            None => 0,
-        };
+        let lsn = self.stored_lsn()?;
         let incarnation = match self
             .db
             .get_cf(meta, keys::META_INCARNATION)
@@ -427,8 +425,6 @@ impl RocksStore {
         self.db.write_opt(batch, &opts).map_err(self.err())
     }
 
-    /// Reads a stored document value (of `docs`, or `shadows`) and decodes it with
-    /// `decode` (the state alone, or with its change numbers).
     /// Document (or shadow) `id` as of `snapshot`, for [`Store::changed_since`]: its
     /// entry in the LSN index says its latest change is `lsn`.
     fn changed_doc(
@@ -489,6 +485,8 @@ impl RocksStore {
         Ok(())
     }
 
+    /// Reads a stored document value (of `docs`, or `shadows`) and decodes it with
+    /// `decode` (the state alone, or with its change numbers).
     fn read_doc_as<T>(
         &self,
         column_family: &str,
