@@ -2,7 +2,7 @@
 //! JSON), end to end through the engine on both backends: what it stores is what
 //! `DocState::insert_delta` makes, with given and generated ids; a transaction that
 //! reads or writes a document it has just inserted sees it; observers and indexes see
-//! batch inserts.
+//! batch inserts; a transaction of many inserts finds every id conflict.
 
 mod engine_support;
 
@@ -154,6 +154,60 @@ fn observers_and_indexes_see_batch_inserts() {
         assert_eq!(
             db.rows("SELECT * FROM c WHERE n = 3", json!({})),
             vec![docs[3].clone()]
+        );
+    }
+}
+
+#[test]
+fn a_transaction_of_many_inserts_finds_every_id_conflict() {
+    for db in backends() {
+        let run = |script: &str, params: Value| db.engine.execute_transaction(script, &p(params));
+        run(
+            "INSERT INTO c DOCUMENTS (:a)",
+            json!({"a": {"_id": "old", "n": 0}}),
+        )
+        .unwrap();
+        // Many inserts, one of a stored id: the transaction fails and stores nothing.
+        let many = json!({
+            "a": {"_id": "new-1"}, "b": {"_id": "old", "n": 1}, "c": {"_id": "new-2"},
+        });
+        let err = run("INSERT INTO c DOCUMENTS (:a), (:b), (:c)", many.clone()).unwrap_err();
+        assert!(err.to_string().contains("old"), "[{}] {err}", db.name);
+        let new_1 = DocId::from_json(&json!("new-1")).unwrap();
+        assert!(
+            db.store.get(&coll(), &new_1).unwrap().is_none(),
+            "[{}]",
+            db.name
+        );
+        // DO NOTHING skips the stored one and inserts the others.
+        let result = run(
+            "INSERT INTO c DOCUMENTS (:a), (:b), (:c) ON ID CONFLICT DO NOTHING",
+            many,
+        )
+        .unwrap();
+        assert_eq!(
+            result[0].ids(),
+            [json!("new-1"), json!("new-2")],
+            "[{}]",
+            db.name
+        );
+        let old = stored(&db, &json!("old"));
+        let first = insert_state_like(&old, &json!({"_id": "old", "n": 0}));
+        assert_eq!(old, first, "[{}] the stored one is left as it was", db.name);
+        // An id absent when the transaction starts conflicts with its own insert
+        // earlier in the same transaction.
+        let twice = json!({"a": {"_id": "twice"}, "b": {"_id": "twice"}, "c": {"_id": "x"}});
+        let err = run(
+            "INSERT INTO c DOCUMENTS (:a), (:c); INSERT INTO c DOCUMENTS (:b)",
+            twice,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("twice"), "[{}] {err}", db.name);
+        let twice = DocId::from_json(&json!("twice")).unwrap();
+        assert!(
+            db.store.get(&coll(), &twice).unwrap().is_none(),
+            "[{}]",
+            db.name
         );
     }
 }
