@@ -270,13 +270,33 @@ fn canonical_json(value: &Value) -> String {
             other => other.clone(),
         }
     }
-    sorted(value).to_string()
+    match value {
+        // Already canonical: written straight, without a sorted copy (every insert of a
+        // given `_id` comes here).
+        Value::String(text) => serde_json::to_string(text).expect("a string serialises"),
+        other => sorted(other).to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn string_ids_are_their_json_text() {
+        for text in [
+            "plain",
+            "quote \" and \\ slash",
+            "tab\tnew\nline",
+            "ünïcode ✓",
+            "\u{1}",
+        ] {
+            let id = DocId::from_json(&json!(text)).unwrap();
+            assert_eq!(id.as_canonical(), json!(text).to_string());
+            assert_eq!(DocId::from_canonical(id.as_canonical()).unwrap(), id);
+        }
+    }
 
     #[test]
     fn object_ids_are_canonical_whatever_the_key_order() {
