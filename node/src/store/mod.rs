@@ -39,9 +39,9 @@
 //!   and the encoded [`DocState`] (`codec::encode_doc`, which starts with its own
 //!   format version). Tombstones stay here.
 //! - `changes`: the change index by (actor, seq), one entry `(seq, collection, id)` per
-//!   write (dot) a stored document holds, kept in runs of up to 64 entries of one actor
-//!   written by one commit, keyed `actor last-seq commit part` (`store::runs`). From a version
-//!   vector, sync seeks each actor to the runs with a write `> vv[actor]`, so finding
+//!   write (dot) a stored document holds, kept in runs of up to 64 consecutive writes of
+//!   one actor written by one commit, keyed `actor last-seq commit part` (`store::runs`).
+//!   From a version vector, sync seeks each actor to the runs with a write `> vv[actor]`, so finding
 //!   what a peer lacks costs the number of changes it lacks (plus one seek per actor),
 //!   not the number of documents. Entries of writes a document no longer holds
 //!   (superseded) leave their run in the same batch.

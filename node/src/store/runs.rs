@@ -12,11 +12,13 @@
 //!   LSN runs never overlap (LSNs only grow) and the run holding an LSN is the last one
 //!   starting at or before it.
 //! - Change runs are keyed by their last write, so the runs with writes after `seq` are
-//!   the ones from `(actor, seq)` on. Runs of one actor may overlap (documents arrive
-//!   from peers in any order): the run holding an entry is found by reading runs from
-//!   `(actor, seq)` on until one holds it, almost always the first.
+//!   the ones from `(actor, seq)` on. A run holds consecutive writes of its actor
+//!   (documents that arrive from peers in another order make shorter runs), so runs of
+//!   an actor never overlap but at a write shared by several documents: the run holding
+//!   an entry is the first from `(actor, seq)` on, or the next, never a search.
 //! - A run keeps its key when entries leave it: its key still bounds what it holds.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use trellis_common::crdt::Dot;
@@ -216,15 +218,20 @@ fn remove_changes(
         );
         if !located.contains_key(&wanted) {
             source.change_runs_from(dot.actor, dot.seq, &mut |key, value| {
-                if runs.contains_key(key) {
-                    return Ok(false);
-                }
-                let entries = keys::decode_change_run(value).map_err(corrupt)?;
-                for entry in &entries {
-                    located.insert((dot.actor, entry.clone()), key.to_vec());
-                }
-                runs.insert(key.to_vec(), entries);
-                Ok(located.contains_key(&wanted))
+                let entries = match runs.entry(key.to_vec()) {
+                    Entry::Occupied(run) => run.into_mut(),
+                    Entry::Vacant(slot) => {
+                        let entries = keys::decode_change_run(value).map_err(corrupt)?;
+                        for entry in &entries {
+                            located.insert((dot.actor, entry.clone()), key.to_vec());
+                        }
+                        slot.insert(entries)
+                    }
+                };
+                // Runs do not overlap (`add_changes`): one starting after the write
+                // ends the search.
+                Ok(located.contains_key(&wanted)
+                    || entries.first().is_some_and(|e| e.seq > dot.seq))
             })?;
         }
         let Some(key) = located.remove(&wanted) else {
@@ -256,7 +263,13 @@ fn add_changes(
     added.sort_unstable();
     added.dedup();
     let mut part = 0;
-    for chunk in added.chunk_by(|a, b| a.0.actor == b.0.actor) {
+    // A run holds consecutive writes of one actor (a write in several documents repeats
+    // its number), so two runs of an actor share at most such a write: the run holding
+    // a write is the first one from it on, or the next.
+    let consecutive = |a: &(Dot, _, _), b: &(Dot, _, _)| {
+        a.0.actor == b.0.actor && b.0.seq <= a.0.seq.saturating_add(1)
+    };
+    for chunk in added.chunk_by(consecutive) {
         for run in chunk.chunks(RUN_ENTRIES) {
             let (last, _, _) = run[run.len() - 1];
             let value = keys::encode_change_run(run.iter().map(|(dot, c, id)| (dot.seq, *c, *id)));
@@ -434,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn emptied_runs_are_deleted_and_overlapping_change_runs_are_searched() {
+    fn emptied_runs_are_deleted_and_interleaved_commits_find_their_runs() {
         let cars = CollectionName::new("cars").unwrap();
         let ids: Vec<DocId> = (0..4).map(id).collect();
         let rows = Rows::default();
@@ -517,6 +530,7 @@ mod tests {
             let ids: Vec<DocId> = (0..24).map(id).collect();
             let mut model: BTreeMap<(usize, usize), Held> = BTreeMap::new();
             let mut used: BTreeSet<Dot> = BTreeSet::new();
+            let mut newest = [0_u64; 3];
             let rows = Rows::default();
             let mut lsn = 0;
             for _ in 0..40 {
@@ -547,8 +561,13 @@ mod tests {
                     let dot = match shared.filter(|_| next(4) == 0) {
                         Some(dot) => dot,
                         None => loop {
-                            let dot = Dot { actor: ActorId::from_u64(1 + next(3)), seq: 1 + next(10_000) };
+                            // Mostly the actor's next write (runs of consecutive
+                            // writes), sometimes one it made long before.
+                            let actor = 1 + next(3) as usize;
+                            let seq = if next(3) == 0 { 1 + next(10_000) } else { newest[actor - 1] + 1 };
+                            let dot = Dot { actor: ActorId::from_u64(actor as u64), seq };
                             if used.insert(dot) {
+                                newest[actor - 1] = newest[actor - 1].max(seq);
                                 break dot;
                             }
                         },
