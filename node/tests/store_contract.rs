@@ -1138,6 +1138,32 @@ fn shadows_are_out_of_sight_relayed_and_absorbed(store: &dyn Store) {
     assert_eq!(store.shadow(&cars, &truck).unwrap(), None);
 }
 
+fn shadows_of_one_commit_each_take_an_lsn_and_are_all_relayed(store: &dyn Store) {
+    let cars = coll("cars");
+    let mut b = replica(2);
+    let fragments: Vec<_> = ["van-1", "van-2", "van-3"]
+        .iter()
+        .map(|name| {
+            let delta = b.insert(&cars, &id(name), &json!({"n": 1}), T).unwrap();
+            delta.changes.into_iter().next().unwrap()
+        })
+        .collect();
+    let kept = store.apply_shadows(&fragments).unwrap();
+    assert_eq!((kept.lsn, store.lsn()), (3, 3));
+    // Paged one at a time, as a session pages its pulls: none is skipped.
+    let mut relayed = Vec::new();
+    let mut cursor = 0;
+    while let [doc] = store.changed_since(&cars, 0, cursor, 1).unwrap().as_slice() {
+        assert!(doc.shadow);
+        relayed.push((doc.id.clone(), doc.lsn));
+        cursor = doc.lsn;
+    }
+    assert_eq!(
+        relayed,
+        vec![(id("van-1"), 1), (id("van-2"), 2), (id("van-3"), 3)]
+    );
+}
+
 /// The property test writes thousands of times: without the fsync, which changes
 /// nothing of the semantics.
 fn rocks_buffered() -> Made {
@@ -1173,6 +1199,7 @@ macro_rules! contract {
                 changes_are_numbered_for_sync,
                 bookmarks_are_committed_with_their_batch,
                 shadows_are_out_of_sight_relayed_and_absorbed,
+                shadows_of_one_commit_each_take_an_lsn_and_are_all_relayed,
             );
 
             proptest! {

@@ -427,15 +427,14 @@ impl Store for MemoryStore {
 
     fn apply_shadows(&self, fragments: &[DocChange]) -> Result<ShadowsApplied> {
         let mut inner = self.inner.lock();
-        let lsn = inner.lsn + 1;
         let ShadowWrites { shadows, held } = shadow::merge_fragments(
             fragments,
-            lsn,
+            inner.lsn + 1,
             |c, id| Ok(inner.doc(c, id).is_some()),
             |c, id| Ok(inner.shadows.get(&(c.clone(), id.clone())).cloned()),
         )?;
-        if !shadows.is_empty() {
-            inner.lsn = lsn;
+        if let Some(last) = shadows.last() {
+            inner.lsn = last.lsn;
             inner.generation += 1;
         }
         for write in shadows {
@@ -443,7 +442,9 @@ impl Store for MemoryStore {
             if let Some(old) = write.stored_lsn {
                 inner.by_lsn.remove(&(key.0.clone(), old));
             }
-            inner.by_lsn.insert((key.0.clone(), lsn), key.1.clone());
+            inner
+                .by_lsn
+                .insert((key.0.clone(), write.lsn), key.1.clone());
             inner.shadows.insert(key, (write.state, write.lsns));
         }
         Ok(ShadowsApplied {

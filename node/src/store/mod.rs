@@ -616,7 +616,7 @@ pub trait Store: BlobStore + Send + Sync {
     fn shadow(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>>;
 
     /// Merges fragments into the shadows of documents not held here, in one durable
-    /// commit that numbers what changed with the next LSN. Fragments of documents held
+    /// commit in which each shadow that changed takes the next LSN. Fragments of documents held
     /// by then are not written but returned ([`ShadowsApplied::held`]).
     fn apply_shadows(&self, fragments: &[DocChange]) -> Result<ShadowsApplied>;
 

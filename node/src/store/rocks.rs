@@ -1047,16 +1047,15 @@ impl Store for RocksStore {
     fn apply_shadows(&self, fragments: &[DocChange]) -> Result<ShadowsApplied> {
         let mut writer = self.writer.lock();
         let last = self.cached.read().lsn;
-        let lsn = last + 1;
         let ShadowWrites { shadows, held } = shadow::merge_fragments(
             fragments,
-            lsn,
+            last + 1,
             |c, id| Ok(self.read_doc(c, id)?.is_some()),
             |c, id| self.read_shadow(c, id),
         )?;
-        if shadows.is_empty() {
+        let Some(lsn) = shadows.last().map(|write| write.lsn) else {
             return Ok(ShadowsApplied { lsn: last, held });
-        }
+        };
         let shadow_cf = self.cf(cf::SHADOWS);
         let mut wb = rocksdb::WriteBatch::default();
         let mut edits = IndexEdits::default();
@@ -1065,7 +1064,7 @@ impl Store for RocksStore {
             if let Some(old) = write.stored_lsn {
                 edits.remove_lsn(collection, old, id);
             }
-            edits.add_lsn(collection, lsn, id);
+            edits.add_lsn(collection, write.lsn, id);
             wb.put_cf(
                 shadow_cf,
                 keys::doc_key(collection, id),

@@ -83,6 +83,9 @@ pub(crate) struct ShadowWrite {
     pub(crate) id: DocId,
     pub(crate) state: DocState,
     pub(crate) lsns: DocLsns,
+    /// The LSN it takes: its own, so that paging the LSN index by cursor never splits
+    /// shadows sharing one.
+    pub(crate) lsn: Lsn,
     /// The LSN the shadow was stored (indexed) at before, if it was stored.
     pub(crate) stored_lsn: Option<Lsn>,
     /// `codec::encode_doc` of `state`.
@@ -92,42 +95,46 @@ pub(crate) struct ShadowWrite {
 /// What [`merge_fragments`] decided.
 #[derive(Debug, Default)]
 pub(crate) struct ShadowWrites {
-    /// The shadows that changed, numbered by the commit's LSN.
+    /// The shadows that changed, in (collection, id) order, numbered from the first LSN
+    /// given.
     pub(crate) shadows: Vec<ShadowWrite>,
     /// Fragments of documents held: not shadows, handed back to the caller.
     pub(crate) held: Vec<DocChange>,
 }
 
-/// Merges fragments into the shadows of their documents, numbering what changes with
-/// `lsn`, for both backends: `is_held` tells whether a document is held (its fragments
-/// are handed back), `stored` reads a stored shadow. A shadow larger than a document may
-/// be is not kept (the document could never be stored here either).
+/// Merges fragments into the shadows of their documents, for both backends: each
+/// shadow that changes takes the next LSN from `first_lsn` on. `is_held` tells whether a
+/// document is held (its fragments are handed back), `stored` reads a stored shadow. A
+/// shadow larger than a document may be is not kept (the document could never be
+/// stored here either).
 pub(crate) fn merge_fragments(
     fragments: &[DocChange],
-    lsn: Lsn,
+    first_lsn: Lsn,
     mut is_held: impl FnMut(&CollectionName, &DocId) -> Result<bool>,
     mut stored: impl FnMut(&CollectionName, &DocId) -> Result<Option<(DocState, DocLsns)>>,
 ) -> Result<ShadowWrites> {
     let mut held = Vec::new();
-    let mut updates: BTreeMap<(CollectionName, DocId), ShadowUpdate> = BTreeMap::new();
+    let mut shadowed: BTreeMap<(&CollectionName, &DocId), Vec<&DocState>> = BTreeMap::new();
     for change in fragments {
-        let key = (change.collection.clone(), change.id.clone());
-        let update = match updates.entry(key) {
-            Entry::Occupied(update) => update.into_mut(),
+        let key = (&change.collection, &change.id);
+        match shadowed.entry(key) {
+            Entry::Occupied(slot) => slot.into_mut().push(&change.state),
             Entry::Vacant(slot) => {
-                let (collection, id) = slot.key();
-                if is_held(collection, id)? {
+                if is_held(key.0, key.1)? {
                     held.push(change.clone());
-                    continue;
+                } else {
+                    slot.insert(vec![&change.state]);
                 }
-                let current = stored(collection, id)?;
-                slot.insert(ShadowUpdate::from_stored(current))
             }
-        };
-        update.merge(&change.state, lsn);
+        }
     }
     let mut shadows = Vec::new();
-    for ((collection, id), update) in updates {
+    let mut lsn = first_lsn;
+    for ((collection, id), fragments) in shadowed {
+        let mut update = ShadowUpdate::from_stored(stored(collection, id)?);
+        for fragment in fragments {
+            update.merge(fragment, lsn);
+        }
         if !update.changed {
             continue;
         }
@@ -137,13 +144,15 @@ pub(crate) fn merge_fragments(
             continue;
         }
         shadows.push(ShadowWrite {
-            collection,
-            id,
+            collection: collection.clone(),
+            id: id.clone(),
             state: update.state,
             lsns: update.lsns,
+            lsn,
             stored_lsn: update.stored_lsn,
             encoded,
         });
+        lsn += 1;
     }
     Ok(ShadowWrites { shadows, held })
 }
