@@ -6,8 +6,9 @@
 //! frames, are cut and healed; nodes restart (sessions dropped and recreated, store
 //! kept). Random local writes insert, update, delete, re-insert and increment
 //! documents; most inserted ids are UUIDs unique to their writer, some come from a small
-//! pool of natural ids that every node inserts independently. Everything random comes from one [`SimRng`] seeded by the seed, and
-//! events run in (time, sequence) order, so a seed replays exactly.
+//! pool of natural ids that every node inserts independently. Everything random comes
+//! from one [`SimRng`] seeded by the seed, and events run in (time, sequence) order, so
+//! a seed replays exactly.
 //!
 //! After the active phase every link heals, frames stop being lost, and the simulation
 //! runs until the mesh is quiet. [`Simulation::check`] then verifies the properties of

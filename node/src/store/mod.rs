@@ -41,10 +41,10 @@
 //! - `changes`: the change index by (actor, seq), one entry `(seq, collection, id)` per
 //!   write (dot) a stored document holds, kept in runs of up to 64 consecutive writes of
 //!   one actor written by one commit, keyed `actor last-seq commit part` (`store::runs`).
-//!   From a version vector, sync seeks each actor to the runs with a write `> vv[actor]`, so finding
-//!   what a peer lacks costs the number of changes it lacks (plus one seek per actor),
-//!   not the number of documents. Entries of writes a document no longer holds
-//!   (superseded) leave their run in the same batch.
+//!   From a version vector, sync seeks each actor to the runs with a write
+//!   `> vv[actor]`, so finding what a peer lacks costs the number of changes it lacks
+//!   (plus one seek per actor), not the number of documents. Entries of writes a
+//!   document no longer holds (superseded) leave their run in the same batch.
 //! - `indexes`: `index 0x00 value id` → empty, for each live document that has a value
 //!   at the index's path; the value encoding sorts like the query language's ORDER BY.
 //! - `index_defs`: index name → its definition.
@@ -53,8 +53,9 @@
 //! - `evicted`: `collection 0x00 id` of documents removed locally by `EVICT`.
 //! - `lsns`: the LSN index, `collection 0x00 first-lsn` → a run of `(lsn, id)` entries.
 //!   Every commit that changes a document gives it the store's next receipt sequence
-//!   number (LSN) and moves its entry to a run of that commit, so sync finds "what changed in this collection after LSN x" with one
-//!   range scan ([`Store::changed_since`]; design in `docs/sync.md`).
+//!   number (LSN) and moves its entry to a run of that commit, so sync finds "what
+//!   changed in this collection after LSN x" with one range scan
+//!   ([`Store::changed_since`]; design in `docs/sync.md`).
 //! - `shadows`: `collection 0x00 id` → what the node keeps, out of sight, of a document
 //!   it does not hold (same value layout as `docs`; indexed by LSN like a document,
 //!   merged into the document when the node acquires it; see [`shadow`] and
@@ -616,8 +617,8 @@ pub trait Store: BlobStore + Send + Sync {
     fn shadow(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>>;
 
     /// Merges fragments into the shadows of documents not held here, in one durable
-    /// commit in which each shadow that changed takes the next LSN. Fragments of documents held
-    /// by then are not written but returned ([`ShadowsApplied::held`]).
+    /// commit in which each shadow that changed takes the next LSN. Fragments of
+    /// documents held by then are not written but returned ([`ShadowsApplied::held`]).
     fn apply_shadows(&self, fragments: &[DocChange]) -> Result<ShadowsApplied>;
 
     /// The bookmark recorded for a peer's store incarnation and a query (0 when none).

@@ -140,7 +140,12 @@ pub(crate) fn merge_fragments(
         }
         let encoded = trellis_common::codec::encode_doc(&update.state);
         if encoded.len() > MAX_DOC_BYTES {
-            tracing::warn!(%collection, %id, size = encoded.len(), "a synced shadow is above the document size limit and not kept");
+            tracing::warn!(
+                %collection,
+                %id,
+                size = encoded.len(),
+                "a synced shadow is above the document size limit and not kept"
+            );
             continue;
         }
         shadows.push(ShadowWrite {
