@@ -162,27 +162,19 @@ pub fn encode_doc(state: &DocState) -> Vec<u8> {
 /// order, each path sharing all but its last segment with the entry before it.
 pub fn encode_insert(ctx: WriteContext, body: &serde_json::Value) -> Option<Vec<u8>> {
     let fields = body.as_object()?;
-    let mut entries = Vec::with_capacity(fields.len() + 4);
     // The root's `_id` is the document's key, not a field (as in `insert_delta`).
-    insert_entries(fields, 1, &mut entries)?;
-    let mut out = Vec::with_capacity(32 + 24 * entries.len());
+    let (entries, bytes) = entry_count(fields, 1)?;
+    let mut out = Vec::with_capacity(48 + bytes);
     out.push(0); // DocEncoding::V1
     push_varint(&mut out, 1); // the write table: one write
     out.extend_from_slice(&ctx.stamp.actor.to_bytes());
     push_varint(&mut out, ctx.stamp.hlc.physical_ms());
     push_varint(&mut out, u64::from(ctx.stamp.hlc.logical()));
     push_varint(&mut out, ctx.dot.seq);
-    push_varint(&mut out, entries.len() as u64 + 1);
+    push_varint(&mut out, entries as u64 + 1);
     // The root: shares 0 segments, adds none, write 0, `Map`.
     out.extend_from_slice(&[0, 0, 0, KIND_MAP]);
-    let mut scratch = Vec::new();
-    for (shared, key, value) in entries {
-        push_varint(&mut out, u64::from(shared));
-        push_varint(&mut out, 1); // one more segment
-        push_bytes(&mut out, key.as_bytes());
-        push_varint(&mut out, 0); // write 0
-        push_kind(&mut out, value, &mut scratch);
-    }
+    push_entries(fields, 1, &mut out, &mut Vec::with_capacity(entries));
     Some(out)
 }
 
@@ -197,41 +189,85 @@ const LEAF_FLOAT: u8 = 4;
 const LEAF_STR: u8 = 5;
 const LEAF_ARRAY: u8 = 6;
 
-/// An entry of an insert: segments shared with the previous path, the last segment,
-/// and the JSON written there.
-type InsertEntry<'a> = (u16, &'a String, &'a serde_json::Value);
-
-/// The entries of the fields of an object whose path has `depth - 1` segments, in path
-/// order: keys sorted at each level, each object's entry right before its fields'. Each
-/// entry's path shares all but its last segment with the entry before it (its parent,
-/// or the last of its previous sibling's subtree). `None` when a path is deeper than
-/// [`MAX_PATH_DEPTH`].
-fn insert_entries<'a>(
-    fields: &'a serde_json::Map<String, serde_json::Value>,
+/// The number of entries the fields of an object whose path has `depth - 1` segments
+/// make, at any depth (the root's `_id` makes none), and about the bytes they encode
+/// to. `None` when a path would be deeper than [`MAX_PATH_DEPTH`].
+fn entry_count(
+    fields: &serde_json::Map<String, serde_json::Value>,
     depth: usize,
-    out: &mut Vec<InsertEntry<'a>>,
-) -> Option<()> {
+) -> Option<(usize, usize)> {
     if depth > MAX_PATH_DEPTH && !fields.is_empty() {
         return None;
     }
-    let shared = u16::try_from(depth - 1).expect("depth is at most MAX_PATH_DEPTH + 1");
-    let mut sorted: Vec<(&'a String, &'a serde_json::Value)> = fields
-        .iter()
-        .filter(|(key, _)| depth > 1 || key.as_str() != "_id")
-        .collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (key, value) in sorted {
-        out.push((shared, key, value));
-        if let serde_json::Value::Object(inner) = value {
-            insert_entries(inner, depth + 1, out)?;
+    let (mut count, mut bytes) = (0, 0);
+    for (key, value) in fields {
+        if depth == 1 && key == "_id" {
+            continue;
+        }
+        count += 1;
+        // Path prefix, write and kind bytes, a leaf's tag and varints.
+        bytes += 16 + key.len();
+        match value {
+            serde_json::Value::String(text) => bytes += text.len(),
+            serde_json::Value::Object(inner) => {
+                let (inner_count, inner_bytes) = entry_count(inner, depth + 1)?;
+                count += inner_count;
+                bytes += inner_bytes;
+            }
+            // An array's JSON text is not worth measuring twice: growing once is cheaper.
+            _ => {}
         }
     }
-    Some(())
+    Some((count, bytes))
+}
+
+/// Writes the entries of the fields of an object whose path has `depth - 1` segments,
+/// in path order: keys sorted at each level, each object's entry right before its
+/// fields'. Each entry's path shares all but its last segment with the entry before it
+/// (its parent, or the last of its previous sibling's subtree). `sorting` is scratch
+/// space, shared by every level.
+fn push_entries<'a>(
+    fields: &'a serde_json::Map<String, serde_json::Value>,
+    depth: usize,
+    out: &mut Vec<u8>,
+    sorting: &mut Vec<(&'a String, &'a serde_json::Value)>,
+) {
+    let shared = u64::try_from(depth - 1).expect("depth is at most MAX_PATH_DEPTH + 1");
+    let level = sorting.len();
+    sorting.extend(
+        fields
+            .iter()
+            .filter(|(key, _)| depth > 1 || key.as_str() != "_id"),
+    );
+    sorting[level..].sort_unstable_by(|a, b| key_order(a.0, b.0));
+    // The fields of objects below land past this level's end, and are gone again
+    // before the next field of this level.
+    for at in level..sorting.len() {
+        let (key, value) = sorting[at];
+        push_varint(out, shared);
+        push_varint(out, 1); // one more segment
+        push_bytes(out, key.as_bytes());
+        push_varint(out, 0); // write 0
+        push_kind(out, value);
+        if let serde_json::Value::Object(inner) = value {
+            push_entries(inner, depth + 1, out, sorting);
+        }
+    }
+    sorting.truncate(level);
+}
+
+/// The byte order of two keys. Keys mostly differ in their first byte, which decides
+/// without a call to `memcmp` (sorting is a sixth of encoding a flat document).
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
 }
 
 /// Postcard's encoding of the entry kind for `value`: `Map` for objects, else `Value`
 /// with the [`Leaf`] that [`Leaf::from_json`] makes.
-fn push_kind(out: &mut Vec<u8>, value: &serde_json::Value, scratch: &mut Vec<u8>) {
+fn push_kind(out: &mut Vec<u8>, value: &serde_json::Value) {
     use serde_json::Value;
     if let Value::Object(_) = value {
         out.push(KIND_MAP);
@@ -262,9 +298,20 @@ fn push_kind(out: &mut Vec<u8>, value: &serde_json::Value, scratch: &mut Vec<u8>
         }
         Value::Array(_) => {
             out.push(LEAF_ARRAY);
-            scratch.clear();
-            serde_json::to_writer(&mut *scratch, value).expect("writing JSON to a Vec cannot fail");
-            push_bytes(out, scratch);
+            // The array's JSON text, written in place after a one-byte length (the
+            // usual size); a longer length moves the text up.
+            let at = out.len();
+            out.push(0);
+            serde_json::to_writer(&mut *out, value).expect("writing JSON to a Vec cannot fail");
+            let len = out.len() - at - 1;
+            match u8::try_from(len) {
+                Ok(byte) if byte < 0x80 => out[at] = byte,
+                _ => {
+                    let mut prefix = Vec::with_capacity(10);
+                    push_varint(&mut prefix, len as u64);
+                    out.splice(at..=at, prefix);
+                }
+            }
         }
         Value::Object(_) => unreachable!("objects are maps, handled above"),
     }

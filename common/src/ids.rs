@@ -2,6 +2,7 @@
 //! which collection ([`CollectionName`]).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -152,6 +153,12 @@ impl DocId {
 
     /// The id as the JSON value users see in `_id`.
     pub fn to_json(&self) -> Value {
+        // A string without escapes is its text between the quotes (no parse needed).
+        if let Some(text) = self.0.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
+            && !text.contains('\\')
+        {
+            return Value::String(text.to_owned());
+        }
         serde_json::from_str(&self.0).expect("a DocId always holds valid JSON")
     }
 }
@@ -174,9 +181,12 @@ impl fmt::Debug for DocId {
 
 /// A validated collection name: 1 to 64 ASCII letters, digits, `_` or `-`, starting with
 /// a letter or `_`; names beginning with `__` are reserved for Trellis itself.
+///
+/// Shared rather than copied: every document a batch writes carries its collection's
+/// name through the engine and the store.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct CollectionName(Box<str>);
+pub struct CollectionName(Arc<str>);
 
 impl CollectionName {
     /// Validates a collection name.
@@ -216,7 +226,7 @@ impl TryFrom<String> for CollectionName {
 
 impl From<CollectionName> for String {
     fn from(name: CollectionName) -> String {
-        name.0.into()
+        name.0.to_string()
     }
 }
 
@@ -273,7 +283,12 @@ fn canonical_json(value: &Value) -> String {
     match value {
         // Already canonical: written straight, without a sorted copy (every insert of a
         // given `_id` comes here).
-        Value::String(text) => serde_json::to_string(text).expect("a string serialises"),
+        // Sized for the usual case, no escapes, so that the boxed id is not copied again.
+        Value::String(text) => {
+            let mut out = Vec::with_capacity(text.len() + 2);
+            serde_json::to_writer(&mut out, text).expect("a string serialises");
+            String::from_utf8(out).expect("serde_json writes UTF-8")
+        }
         other => sorted(other).to_string(),
     }
 }

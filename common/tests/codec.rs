@@ -246,6 +246,19 @@ fn encoding_an_insert_refuses_what_building_it_refuses() {
     assert_eq!(encode_insert(ctx, &deepest), Some(encode_doc(&state)));
 }
 
+#[test]
+fn an_insert_holding_arrays_of_any_length_encodes_as_the_state_it_creates() {
+    let ctx = insert_context(T, 0, 1);
+    // JSON texts of 127, 128 and 20,000 bytes: one-, two- and three-byte lengths.
+    for len in [127, 128, 20_000] {
+        let text = "x".repeat(len - 4);
+        let body = json!({"a": [text], "b": {"c": [1, 2]}});
+        assert_eq!(body["a"].to_string().len(), len);
+        let state = DocState::insert_delta(ctx, &body).unwrap();
+        assert_eq!(encode_insert(ctx, &body), Some(encode_doc(&state)));
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 

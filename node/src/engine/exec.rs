@@ -21,6 +21,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
 
+use indexmap::IndexMap;
 use serde_json::Value;
 use trellis_common::clock::{Clock, Hlc};
 use trellis_common::codec::{decode_doc, encode_insert};
@@ -42,7 +43,12 @@ use crate::store::{IndexDef, NewDoc, Store, StoreError, WriteBatch};
 const SCAN_PAGE: usize = 512;
 
 /// Uncommitted document states, by collection then id.
-pub(crate) type Overlay = BTreeMap<CollectionName, BTreeMap<DocId, Pending>>;
+pub(crate) type Overlay = BTreeMap<CollectionName, PendingDocs>;
+
+/// The pending documents of one collection, in the order the transaction first wrote
+/// them. Hashed rather than ordered: a transaction looks each id up on every write
+/// (thousands per commit when a batch inserts), and only scans need id order.
+pub(crate) type PendingDocs = IndexMap<DocId, Pending, foldhash::fast::RandomState>;
 
 /// A document as the running transaction left it.
 #[derive(Debug)]
@@ -101,8 +107,15 @@ impl View<'_> {
         Ok(self.store.get(c, id)?)
     }
 
-    fn pending(&self, c: &CollectionName) -> Option<&BTreeMap<DocId, Pending>> {
+    fn pending(&self, c: &CollectionName) -> Option<&PendingDocs> {
         self.overlay?.get(c).filter(|m| !m.is_empty())
+    }
+
+    /// The pending documents of `c` in id order.
+    fn pending_in_order(&self, c: &CollectionName) -> Vec<(&DocId, &Pending)> {
+        let mut pending: Vec<_> = self.pending(c).into_iter().flatten().collect();
+        pending.sort_unstable_by_key(|(id, _)| *id);
+        pending
     }
 
     /// Calls `visit` with every stored document (tombstones included) that `plan` makes a
@@ -151,9 +164,8 @@ impl View<'_> {
         c: &CollectionName,
         mut visit: impl FnMut(&DocId, &DocState) -> ControlFlow<()>,
     ) -> Result<(), EngineError> {
-        let empty = BTreeMap::new();
-        let pending = self.pending(c).unwrap_or(&empty);
-        let mut pending_iter = pending.iter().peekable();
+        let pending = self.pending_in_order(c);
+        let mut pending_iter = pending.into_iter().peekable();
         let mut after: Option<DocId> = None;
         loop {
             let page = self.store.scan(c, after.as_ref(), SCAN_PAGE)?;
@@ -360,6 +372,12 @@ pub(crate) struct Tx<'e> {
     generation: Option<u64>,
     overlay: Overlay,
     pub(crate) indexes: Vec<IndexDef>,
+    /// The collection the last INSERT named, validated (a batch names one in every
+    /// statement).
+    inserting_into: Option<CollectionName>,
+    /// How many documents the transaction is likely to write (its statement count):
+    /// the room a collection's pending documents start with.
+    expected_writes: usize,
 }
 
 impl<'e> Tx<'e> {
@@ -381,6 +399,26 @@ impl<'e> Tx<'e> {
             generation,
             overlay: Overlay::new(),
             indexes: store.indexes(),
+            inserting_into: None,
+            expected_writes: 0,
+        }
+    }
+
+    /// Tells the transaction how many documents it will likely write, so that its
+    /// pending documents do not grow a thousand-statement batch step by step.
+    pub(crate) fn expect_writes(&mut self, documents: usize) {
+        self.expected_writes = documents;
+    }
+
+    /// The collection an INSERT names, validated once for a run of statements naming it.
+    fn insert_collection(&mut self, name: &str) -> Result<CollectionName, EngineError> {
+        match &self.inserting_into {
+            Some(c) if c.as_str() == name => Ok(c.clone()),
+            _ => {
+                let c = collection(name)?;
+                self.inserting_into = Some(c.clone());
+                Ok(c)
+            }
         }
     }
 
@@ -495,9 +533,13 @@ impl<'e> Tx<'e> {
     }
 
     /// The pending documents of collection `c`.
-    fn overlay_of(&mut self, c: &CollectionName) -> &mut BTreeMap<DocId, Pending> {
+    fn overlay_of(&mut self, c: &CollectionName) -> &mut PendingDocs {
         if !self.overlay.contains_key(c) {
-            self.overlay.insert(c.clone(), BTreeMap::new());
+            let docs = PendingDocs::with_capacity_and_hasher(
+                self.expected_writes,
+                foldhash::fast::RandomState::default(),
+            );
+            self.overlay.insert(c.clone(), docs);
         }
         self.overlay
             .get_mut(c)
@@ -515,6 +557,9 @@ impl<'e> Tx<'e> {
         let mut absent = Vec::new();
         let mut changes = Vec::new();
         for (collection, docs) in self.overlay {
+            let mut docs: Vec<(DocId, Pending)> = docs.into_iter().collect();
+            // Usually already in order: batches tend to insert ids in order.
+            docs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             for (id, pending) in docs {
                 match pending {
                     Pending::State { state, fragments } => {
@@ -556,7 +601,8 @@ impl<'e> Tx<'e> {
         insert: &Insert,
         params: &Params,
     ) -> Result<QueryResult, EngineError> {
-        let c = collection(&insert.collection)?;
+        let c = self.insert_collection(&insert.collection)?;
+        self.expected_writes = self.expected_writes.max(insert.documents.len());
         let mut ids = Vec::with_capacity(insert.documents.len());
         for (i, doc) in insert.documents.iter().enumerate() {
             let number = i + 1;

@@ -284,6 +284,7 @@ impl Engine {
         let mut writer = self.writer.lock();
         let writer = &mut *writer;
         let mut tx = Tx::new(&*self.store, self.actor, &mut writer.clock, wall);
+        tx.expect_writes(statements.len());
         let mut results = Vec::with_capacity(statements.len());
         for statement in statements {
             let result = match statement {

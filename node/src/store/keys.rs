@@ -71,6 +71,13 @@ pub fn doc_key(collection: &CollectionName, id: &DocId) -> Vec<u8> {
     key
 }
 
+/// [`doc_key`] written into `key` (cleared first), so that a commit can reuse one
+/// buffer for every document it writes.
+pub fn write_doc_key(key: &mut Vec<u8>, collection: &CollectionName, id: &DocId) {
+    key.clear();
+    push_doc_key(key, collection, id);
+}
+
 fn doc_key_len(collection: &CollectionName, id: &DocId) -> usize {
     collection.as_str().len() + 1 + id.as_canonical().len()
 }
@@ -172,7 +179,9 @@ pub struct ChangeEntry {
 pub fn encode_change_run<'e>(
     entries: impl IntoIterator<Item = (u64, &'e CollectionName, &'e DocId)>,
 ) -> Vec<u8> {
-    let mut out = Vec::new();
+    let entries = entries.into_iter();
+    // A few bytes of sequence number and lengths, the collection and the id per entry.
+    let mut out = Vec::with_capacity(entries.size_hint().0 * 32);
     for (seq, collection, id) in entries {
         out = postcard::to_extend(&(seq, collection.as_str(), id.as_canonical()), out)
             .expect("writing to a Vec cannot fail");
@@ -224,7 +233,9 @@ pub fn encode_lsn_run<'e>(
     first: Lsn,
     entries: impl IntoIterator<Item = (Lsn, &'e DocId)>,
 ) -> Vec<u8> {
-    let mut out = Vec::new();
+    let entries = entries.into_iter();
+    // About a byte of offset, two of length and the id's text per entry.
+    let mut out = Vec::with_capacity(entries.size_hint().0 * 24);
     for (lsn, id) in entries {
         let offset = lsn
             .checked_sub(first)
@@ -307,14 +318,31 @@ pub fn bookmark_key(peer: &Incarnation, query: &QueryId) -> Vec<u8> {
 
 /// A document as stored: its change numbers (length-prefixed) and its encoded state.
 pub fn encode_doc_value(lsns: &DocLsns, state: &DocState, encoded_doc: &[u8]) -> Vec<u8> {
-    let mut meta = Vec::new();
-    lsns.encode(state, &mut meta);
-    let mut out = Vec::with_capacity(meta.len() + 2 + encoded_doc.len());
-    let len = u32::try_from(meta.len()).expect("change numbers of one document fit in 4 GiB");
-    out = postcard::to_extend(&len, out).expect("writing to a Vec cannot fail");
-    out.extend_from_slice(&meta);
-    out.extend_from_slice(encoded_doc);
+    let mut out = Vec::new();
+    write_doc_value(&mut out, lsns, state, encoded_doc);
     out
+}
+
+/// [`encode_doc_value`] written into `out` (cleared first), so that a commit can reuse
+/// one buffer for every document it writes.
+pub fn write_doc_value(out: &mut Vec<u8>, lsns: &DocLsns, state: &DocState, encoded_doc: &[u8]) {
+    out.clear();
+    out.reserve(16 + encoded_doc.len());
+    // The change numbers go straight after a one-byte length, the usual size of that
+    // length (a new document's numbers take a dozen bytes); a longer length is
+    // written in front afterwards.
+    out.push(0);
+    lsns.encode(state, out);
+    let len = u32::try_from(out.len() - 1).expect("change numbers of one document fit in 4 GiB");
+    match u8::try_from(len) {
+        // postcard's varint of a number below 128 is that byte.
+        Ok(byte) if byte < 0x80 => out[0] = byte,
+        _ => {
+            let prefix = postcard::to_stdvec(&len).expect("writing to a Vec cannot fail");
+            out.splice(..1, prefix);
+        }
+    }
+    out.extend_from_slice(encoded_doc);
 }
 
 /// Splits a stored document into its change-number bytes and its encoded state.
@@ -720,6 +748,33 @@ mod tests {
         assert_eq!(decode_doc_value_with_lsns(&value), Ok((state, lsns)));
         assert!(decode_doc_value(&value[..3]).is_err());
         assert!(decode_doc_value(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn change_numbers_longer_than_a_one_byte_length_are_kept() {
+        use trellis_common::clock::Hlc;
+        use trellis_common::codec::encode_doc;
+        use trellis_common::crdt::{Crdt, Mutation, Path, Stamp, WriteContext};
+        let actor = ActorId::from_u64(3);
+        let ctx = |seq: u64| WriteContext {
+            stamp: Stamp {
+                hlc: Hlc::new(seq, 0),
+                actor,
+            },
+            dot: Dot { actor, seq },
+        };
+        let fields: serde_json::Map<String, Value> =
+            (0..100).map(|i| (format!("f{i:03}"), json!(i))).collect();
+        let before = DocState::insert_delta(ctx(1), &Value::Object(fields)).unwrap();
+        let mut after = before.clone();
+        let set = [Mutation::Set(Path::new(["f000"]), json!("changed"))];
+        after.merge(&before.update_delta(ctx(2), &set).unwrap());
+        // Ninety-nine entries keep LSN 1 while the document moves to LSN 2.
+        let mut lsns = DocLsns::new(1);
+        assert!(lsns.record(&before, &after, 2));
+        let value = encode_doc_value(&lsns, &after, &encode_doc(&after));
+        assert!(value[0] >= 0x80, "the length takes more than one byte");
+        assert_eq!(decode_doc_value_with_lsns(&value), Ok((after, lsns)));
     }
 
     fn id(value: Value) -> DocId {

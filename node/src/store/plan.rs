@@ -5,8 +5,6 @@
 //! the [`Plan`] in their own way, so they cannot disagree on what a write means.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 
 use trellis_common::clock::Hlc;
 use trellis_common::codec::encode_doc;
@@ -102,6 +100,32 @@ pub(crate) struct PlannedDoc<'b> {
     pub(crate) index_added: Vec<(String, Vec<u8>)>,
 }
 
+/// One write of a batch to one document, with whether the batch vouches that the
+/// store held nothing of that document.
+#[derive(Debug, Clone, Copy)]
+enum Write<'b> {
+    /// A change of one of the batch's deltas.
+    Change(&'b DocState, bool),
+    /// One of its new documents.
+    New(&'b NewDoc, bool),
+}
+
+impl Write<'_> {
+    fn known_absent(self) -> bool {
+        match self {
+            Write::Change(_, absent) | Write::New(_, absent) => absent,
+        }
+    }
+
+    /// The state written (a new document's encoding decoded).
+    fn state(&self) -> Result<Cow<'_, DocState>> {
+        match *self {
+            Write::Change(state, _) => Ok(Cow::Borrowed(state)),
+            Write::New(new, _) => new.state().map(Cow::Owned),
+        }
+    }
+}
+
 /// What a store holds before a batch, as [`plan_apply`] needs it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Before<'s> {
@@ -130,9 +154,17 @@ pub(crate) fn plan_apply<'b>(
         lsn: mut next_lsn,
         indexes,
     } = before;
-    type Working<'b> = (Option<(DocState, DocLsns)>, After<'b>);
-    let mut working: BTreeMap<(&'b CollectionName, &'b DocId), Working<'b>> = BTreeMap::new();
     let absent = batch.absent_at(generation);
+    // Every write of the batch, keyed by document, in batch order: deltas' changes,
+    // then new documents (merge does not care in which order).
+    let mut writes: Vec<((&'b CollectionName, &'b DocId), Write<'b>)> = Vec::with_capacity(
+        batch.new_docs().len()
+            + batch
+                .deltas()
+                .iter()
+                .map(|d| d.changes.len())
+                .sum::<usize>(),
+    );
     let mut change_number = 0;
     let mut new_version = version.clone();
     let mut advanced = Vec::with_capacity(batch.deltas().len());
@@ -141,26 +173,10 @@ pub(crate) fn plan_apply<'b>(
         for change in &delta.changes {
             let known_absent = absent.is_some_and(|a| a.get(change_number) == Some(&true));
             change_number += 1;
-            match working.entry((&change.collection, &change.id)) {
-                Entry::Occupied(slot) => slot.into_mut().1.to_mut()?.merge(&change.state),
-                Entry::Vacant(slot) => {
-                    let before = if known_absent {
-                        None
-                    } else {
-                        read(&change.collection, &change.id)?
-                    };
-                    // Merging into nothing is a copy: borrow the fragment instead.
-                    let after = match &before {
-                        None => Cow::Borrowed(&change.state),
-                        Some((before, _)) => {
-                            let mut after = before.clone();
-                            after.merge(&change.state);
-                            Cow::Owned(after)
-                        }
-                    };
-                    slot.insert((before, After::State(after)));
-                }
-            }
+            writes.push((
+                (&change.collection, &change.id),
+                Write::Change(&change.state, known_absent),
+            ));
             newest = newest.max(change.state.max_hlc());
         }
         // The rule of `Replica::apply`: claim `until` only on top of all of `since`.
@@ -170,31 +186,41 @@ pub(crate) fn plan_apply<'b>(
         }
         advanced.push(advances);
     }
-    // New documents are changes of the batch too (merge does not care in which order).
     for new in batch.new_docs() {
-        match working.entry((&new.collection, &new.id)) {
-            Entry::Occupied(slot) => slot.into_mut().1.to_mut()?.merge(&new.state()?),
-            Entry::Vacant(slot) => {
-                let before = if absent.is_some() {
-                    None
-                } else {
-                    read(&new.collection, &new.id)?
-                };
-                let after = match &before {
-                    None => After::New(new),
-                    Some((before, _)) => {
-                        let mut after = before.clone();
-                        after.merge(&new.state()?);
-                        After::State(Cow::Owned(after))
-                    }
-                };
-                slot.insert((before, after));
-            }
-        }
+        writes.push((
+            (&new.collection, &new.id),
+            Write::New(new, absent.is_some()),
+        ));
         newest = newest.max(new.hlc);
     }
+    // Grouped by document. Stable, so a document's first write decides whether it is
+    // read; cheap, as a batch usually comes in document order already.
+    writes.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut working = Vec::with_capacity(writes.len());
+    for group in writes.chunk_by(|a, b| a.0 == b.0) {
+        let ((collection, id), first) = group[0];
+        let before = if first.known_absent() {
+            None
+        } else {
+            read(collection, id)?
+        };
+        // Merging into nothing is a copy: borrow the first write instead.
+        let mut after = match (&before, first) {
+            (None, Write::Change(state, _)) => After::State(Cow::Borrowed(state)),
+            (None, Write::New(new, _)) => After::New(new),
+            (Some((before, _)), write) => {
+                let mut after = before.clone();
+                after.merge(&*write.state()?);
+                After::State(Cow::Owned(after))
+            }
+        };
+        for (_, write) in &group[1..] {
+            after.to_mut()?.merge(&*write.state()?);
+        }
+        working.push(((collection, id), (before, after)));
+    }
 
-    let mut docs = Vec::new();
+    let mut docs = Vec::with_capacity(working.len());
     let mut warnings = Vec::new();
     for ((collection, id), (stored, after)) in working {
         let unchanged = match (&stored, &after) {
@@ -322,14 +348,15 @@ fn sorted_difference(old: &[Dot], new: &[Dot]) -> (Vec<Dot>, Vec<Dot>) {
 }
 
 impl PlannedDoc<'_> {
-    /// The document's value in the `docs` column family ([`keys::encode_doc_value`]).
-    pub(crate) fn stored_value(&self) -> Result<Vec<u8>> {
+    /// Writes the document's value in the `docs` column family
+    /// ([`keys::encode_doc_value`]) into `out`.
+    pub(crate) fn write_stored_value(&self, out: &mut Vec<u8>) {
         let state = match &self.after {
             After::State(state) => Cow::Borrowed(state.as_ref()),
             // A new document's change numbers name no entry: they need no state.
             After::New(_) => Cow::Owned(DocState::new()),
         };
-        Ok(keys::encode_doc_value(&self.lsns, &state, &self.encoded))
+        keys::write_doc_value(out, &self.lsns, &state, &self.encoded);
     }
 }
 

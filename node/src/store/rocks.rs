@@ -714,6 +714,8 @@ impl Store for RocksStore {
         // a dozen times as it grows.
         let mut wb = rocksdb::WriteBatch::with_capacity_bytes(batch_bytes(&plan.docs));
         let mut edits = IndexEdits::default();
+        // One key and one value buffer for every document: the batch copies them.
+        let (mut key, mut value) = (Vec::new(), Vec::new());
         for doc in &plan.docs {
             let (collection, id) = (doc.collection, doc.id);
             for dot in &doc.dots_removed {
@@ -732,11 +734,12 @@ impl Store for RocksStore {
                 edits.remove_lsn(collection, old, id);
             }
             edits.add_lsn(collection, doc.lsns.lsn(), id);
-            let key = keys::doc_key(collection, id);
+            keys::write_doc_key(&mut key, collection, id);
             if clear_evicted {
                 wb.delete_cf(self.cf(cf::EVICTED), &key);
             }
-            wb.put_cf(docs, key, doc.stored_value()?);
+            doc.write_stored_value(&mut value);
+            wb.put_cf(docs, &key, &value);
         }
         for gone in absorbed {
             let (collection, id) = (&gone.collection, &gone.id);
