@@ -161,21 +161,69 @@ pub fn encode_doc(state: &DocState) -> Vec<u8> {
 /// cost more than the rest of an insert): a one-write table, then the entries in path
 /// order, each path sharing all but its last segment with the entry before it.
 pub fn encode_insert(ctx: WriteContext, body: &serde_json::Value) -> Option<Vec<u8>> {
-    let fields = body.as_object()?;
-    // The root's `_id` is the document's key, not a field (as in `insert_delta`).
-    let (entries, bytes) = entry_count(fields, 1)?;
-    let mut out = Vec::with_capacity(48 + bytes);
-    out.push(0); // DocEncoding::V1
-    push_varint(&mut out, 1); // the write table: one write
-    out.extend_from_slice(&ctx.stamp.actor.to_bytes());
-    push_varint(&mut out, ctx.stamp.hlc.physical_ms());
-    push_varint(&mut out, u64::from(ctx.stamp.hlc.logical()));
-    push_varint(&mut out, ctx.dot.seq);
-    push_varint(&mut out, entries as u64 + 1);
-    // The root: shares 0 segments, adds none, write 0, `Map`.
-    out.extend_from_slice(&[0, 0, 0, KIND_MAP]);
-    push_entries(fields, 1, &mut out, &mut Vec::with_capacity(entries));
-    Some(out)
+    Some(InsertEntries::encode(body)?.stamp(ctx))
+}
+
+/// The entries of the document that inserting a body creates, encoded before the write
+/// that stamps them is known: [`encode_insert`] in two steps, so that a transaction can
+/// encode the documents it inserts on several threads, then stamp each in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsertEntries {
+    /// [`HEADER_ROOM`] bytes left for the header, then the entries after the root's.
+    bytes: Vec<u8>,
+    /// The number of entries after the root's.
+    entries: usize,
+}
+
+/// The most bytes the header of an inserted document takes: format, write table (one
+/// write: actor, timestamp, sequence number), entry count and the root entry.
+const HEADER_ROOM: usize = 1 + 1 + 8 + 10 + 3 + 10 + 10 + 4;
+
+impl InsertEntries {
+    /// Encodes the entries of `body`; `None` when it is not an object or nests deeper
+    /// than [`MAX_PATH_DEPTH`] (building the state reports why).
+    pub fn encode(body: &serde_json::Value) -> Option<Self> {
+        let fields = body.as_object()?;
+        // The root's `_id` is the document's key, not a field (as in `insert_delta`).
+        let (entries, bytes) = entry_count(fields, 1)?;
+        let mut out = Vec::with_capacity(HEADER_ROOM + bytes);
+        out.resize(HEADER_ROOM, 0);
+        push_entries(fields, 1, &mut out, &mut Vec::with_capacity(entries));
+        Some(Self {
+            bytes: out,
+            entries,
+        })
+    }
+
+    /// The document's encoding, every entry written by `ctx`: the header goes right
+    /// before the entries, in the room left for it.
+    pub fn stamp(self, ctx: WriteContext) -> Vec<u8> {
+        let mut header = [0u8; HEADER_ROOM];
+        let mut len = 0;
+        let mut put = |bytes: &[u8]| {
+            header[len..len + bytes.len()].copy_from_slice(bytes);
+            len += bytes.len();
+        };
+        put(&[0]); // DocEncoding::V1
+        put(&[1]); // the write table: one write
+        put(&ctx.stamp.actor.to_bytes());
+        for value in [
+            ctx.stamp.hlc.physical_ms(),
+            u64::from(ctx.stamp.hlc.logical()),
+            ctx.dot.seq,
+            self.entries as u64 + 1,
+        ] {
+            let (bytes, n) = varint(value);
+            put(&bytes[..n]);
+        }
+        // The root: shares 0 segments, adds none, write 0, `Map`.
+        put(&[0, 0, 0, KIND_MAP]);
+        let mut bytes = self.bytes;
+        let start = HEADER_ROOM - len;
+        bytes[start..HEADER_ROOM].copy_from_slice(&header[..len]);
+        bytes.drain(..start);
+        bytes
+    }
 }
 
 /// Variant indexes of [`KindV1`] and [`Leaf`] as postcard writes them.
@@ -323,13 +371,24 @@ fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// An unsigned LEB128 varint, as postcard writes every integer wider than a byte.
-fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+/// An unsigned LEB128 varint, as postcard writes every integer wider than a byte: its
+/// bytes and how many there are.
+fn varint(mut value: u64) -> ([u8; 10], usize) {
+    let mut bytes = [0u8; 10];
+    let mut n = 0;
     while value >= 0x80 {
-        out.push((value as u8) | 0x80);
+        bytes[n] = (value as u8) | 0x80;
         value >>= 7;
+        n += 1;
     }
-    out.push(value as u8);
+    bytes[n] = value as u8;
+    (bytes, n + 1)
+}
+
+/// Appends [`varint`]'s bytes.
+fn push_varint(out: &mut Vec<u8>, value: u64) {
+    let (bytes, n) = varint(value);
+    out.extend_from_slice(&bytes[..n]);
 }
 
 /// Decodes a document state of any known format.

@@ -2,7 +2,8 @@
 //! JSON), end to end through the engine on both backends: what it stores is what
 //! `DocState::insert_delta` makes, with given and generated ids; a transaction that
 //! reads or writes a document it has just inserted sees it; observers and indexes see
-//! batch inserts; a transaction of many inserts finds every id conflict.
+//! batch inserts; a transaction of many inserts finds every id conflict, also when it
+//! is large enough that its documents are prepared on several threads.
 
 mod engine_support;
 
@@ -206,6 +207,99 @@ fn a_transaction_of_many_inserts_finds_every_id_conflict() {
         let twice = DocId::from_json(&json!("twice")).unwrap();
         assert!(
             db.store.get(&coll(), &twice).unwrap().is_none(),
+            "[{}]",
+            db.name
+        );
+    }
+}
+
+/// A transaction of `statements` INSERTs into `c`, each of its own `:dN`, with
+/// `ON ID CONFLICT conflict`; its parameters are `bodies` in order.
+fn large_insert(db: &Db, bodies: &[Value], conflict: &str) -> Result<Vec<Value>, String> {
+    let script: Vec<String> = (0..bodies.len())
+        .map(|i| format!("INSERT INTO c DOCUMENTS (:d{i}) ON ID CONFLICT {conflict}"))
+        .collect();
+    let params: serde_json::Map<String, Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| (format!("d{i}"), body.clone()))
+        .collect();
+    db.engine
+        .execute_transaction(&script.join(";\n"), &params)
+        .map(|results| results.iter().flat_map(|r| r.ids().to_vec()).collect())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_large_transaction_prepared_on_several_threads_keeps_every_insert_rule() {
+    const N: usize = 600; // well past what one thread prepares
+    for db in backends() {
+        db.run(
+            "INSERT INTO c DOCUMENTS ({_id: 'stored', v: 0}), ({_id: 'gone', v: 0})",
+            json!({}),
+        );
+        db.run("DELETE FROM c WHERE _id = 'gone'", json!({}));
+        // Ids in descending order: the transaction sorts what it writes.
+        let new = |i: usize| json!({"_id": format!("n-{:04}", 2 * N - i), "i": i, "o": {"k": [i]}});
+
+        // A stored id fails the whole transaction, wherever it is: nothing is stored.
+        let mut bodies: Vec<Value> = (0..N).map(new).collect();
+        bodies[450] = json!({"_id": "stored", "v": 1});
+        let err = large_insert(&db, &bodies, "FAIL").unwrap_err();
+        assert!(err.contains("stored"), "[{}] {err}", db.name);
+        // So does an invalid id, and a document nested too deep.
+        bodies[450] = json!({"_id": 1.5});
+        let err = large_insert(&db, &bodies, "FAIL").unwrap_err();
+        assert!(err.contains("_id"), "[{}] {err}", db.name);
+        bodies[450] = (0..70).fold(json!(1), |inner, _| json!({ "n": inner }));
+        assert!(large_insert(&db, &bodies, "FAIL").is_err(), "[{}]", db.name);
+        assert_eq!(db.all("c").len(), 1, "[{}] only `stored` is there", db.name);
+
+        // DO NOTHING: a stored id and an id inserted earlier in the transaction are
+        // skipped; a deleted id is inserted again; a document without `_id` gets one.
+        let mut bodies: Vec<Value> = (0..N).map(new).collect();
+        bodies[100] = json!({"_id": "stored", "v": 1});
+        bodies[200] = json!({"_id": "gone", "v": 1});
+        bodies[300] = json!({"_id": "n-1199", "v": "second"});
+        bodies[400] = json!({"v": "no id"});
+        let ids = large_insert(&db, &bodies, "DO NOTHING").unwrap();
+        assert_eq!(ids.len(), N - 2, "[{}] two inserts skipped", db.name);
+        assert_eq!(ids[0], json!("n-1200"), "[{}]", db.name);
+        assert_eq!(ids[199], json!("gone"), "[{}]", db.name);
+        let all = db.all("c");
+        assert_eq!(
+            all.len(),
+            N - 1,
+            "[{}] N - 3 new ones, gone, stored",
+            db.name
+        );
+        let stored_doc = db.rows("SELECT * FROM c WHERE _id = 'stored'", json!({}));
+        assert_eq!(
+            stored_doc,
+            [json!({"_id": "stored", "v": 0})],
+            "[{}]",
+            db.name
+        );
+        let first = db.rows("SELECT * FROM c WHERE _id = 'n-1199'", json!({}));
+        assert_eq!(first, [new(1)], "[{}] the first insert wins", db.name);
+        let gone = db.rows("SELECT * FROM c WHERE _id = 'gone'", json!({}));
+        assert_eq!(gone, [json!({"_id": "gone", "v": 1})], "[{}]", db.name);
+        let generated = db.rows("SELECT * FROM c WHERE v = 'no id'", json!({}));
+        assert_eq!(generated.len(), 1, "[{}]", db.name);
+        for i in [0, 250, 599] {
+            let body = new(i);
+            let state = stored(&db, &body["_id"]);
+            assert_eq!(state, insert_state_like(&state, &body), "[{}] {i}", db.name);
+        }
+
+        // DO UPDATE sets the given fields of a stored document.
+        let mut bodies: Vec<Value> = (N..2 * N).map(new).collect();
+        bodies[500] = json!({"_id": "stored", "w": 2});
+        large_insert(&db, &bodies, "DO UPDATE").unwrap();
+        let updated = db.rows("SELECT * FROM c WHERE _id = 'stored'", json!({}));
+        assert_eq!(
+            updated,
+            [json!({"_id": "stored", "v": 0, "w": 2})],
             "[{}]",
             db.name
         );

@@ -12,10 +12,12 @@
 //! version vector covers `first - 1` for all of them or for none.
 //!
 //! An INSERT of a document that neither the store nor the transaction holds takes a
-//! fast path: the document is encoded straight from its JSON (`codec::encode_insert`,
+//! fast path: the document is encoded straight from its JSON (`codec::InsertEntries`,
 //! the same bytes as encoding `DocState::insert_delta`'s state) and travels to the store
 //! as a [`NewDoc`], which stores it without building a [`DocState`]. The existence read
 //! is skipped only for ids the engine generates (fresh UUIDs), never for a given `_id`.
+//! Both the read and the encoding are done before the statements run, for the whole
+//! transaction at once ([`super::prepare`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -24,7 +26,7 @@ use std::ops::{Bound, ControlFlow};
 use indexmap::IndexMap;
 use serde_json::Value;
 use trellis_common::clock::{Clock, Hlc};
-use trellis_common::codec::{decode_doc, encode_insert};
+use trellis_common::codec::{InsertEntries, decode_doc};
 use trellis_common::crdt::{self, Crdt, DocState, Dot, JsonError, WriteContext};
 use trellis_common::delta::{Delta, DocChange};
 use trellis_common::ids::{ActorId, CollectionName, DocId};
@@ -35,6 +37,7 @@ use trellis_common::query::{
 
 use super::error::EngineError;
 use super::plan::{Plan, plan};
+use super::prepare::{PreparedInsert, prepare};
 use super::probe::Probe;
 use super::result::{Outcome, QueryResult};
 use crate::store::{IndexDef, NewDoc, Store, StoreError, WriteBatch};
@@ -101,10 +104,22 @@ impl View<'_> {
         c: &CollectionName,
         id: &DocId,
     ) -> Result<Option<DocState>, EngineError> {
-        if let Some(pending) = self.overlay.and_then(|o| o.get(c)?.get(id)) {
-            return Ok(Some(pending.state(c, id)?.into_owned()));
+        if let Some(state) = self.pending_state(c, id)? {
+            return Ok(Some(state));
         }
         Ok(self.store.get(c, id)?)
+    }
+
+    /// The state the running transaction gave a document, if it wrote it.
+    fn pending_state(
+        &self,
+        c: &CollectionName,
+        id: &DocId,
+    ) -> Result<Option<DocState>, EngineError> {
+        match self.overlay.and_then(|o| o.get(c)?.get(id)) {
+            Some(pending) => Ok(Some(pending.state(c, id)?.into_owned())),
+            None => Ok(None),
+        }
     }
 
     fn pending(&self, c: &CollectionName) -> Option<&PendingDocs> {
@@ -497,11 +512,13 @@ impl<'e> Tx<'e> {
     /// Inserts a document that neither the store nor this transaction holds: as
     /// [`Tx::write`] with `DocState::insert_delta`, but kept in its stored encoding,
     /// made straight from the JSON (the fast path of inserts).
+    /// `entries` are `body`'s ([`InsertEntries::encode`]).
     fn insert_new(
         &mut self,
         c: &CollectionName,
         id: DocId,
         body: &Value,
+        entries: Option<InsertEntries>,
     ) -> Result<(), EngineError> {
         let seq = self.seq + 1;
         let dot = Dot {
@@ -509,9 +526,9 @@ impl<'e> Tx<'e> {
             seq,
         };
         let ctx = WriteContext::for_document(&DocState::new(), self.clock.tick(self.wall_ms), dot);
-        let pending = match encode_insert(ctx, body) {
-            Some(encoded) => Pending::Inserted {
-                encoded,
+        let pending = match entries {
+            Some(entries) => Pending::Inserted {
+                encoded: entries.stamp(ctx),
                 dot,
                 hlc: ctx.stamp.hlc,
             },
@@ -595,37 +612,55 @@ impl<'e> Tx<'e> {
 
     /// Runs an INSERT, binding its documents from `params` as it goes: a document that
     /// is a bare `:param` is read in place rather than copied into a bound statement.
-    /// Errors are those of [`Statement::bind`](trellis_common::query::Statement::bind).
+    /// `prepared` holds what [`prepare_inserts`](super::prepare::prepare_inserts) did
+    /// for its documents (it may be empty). Errors are those of
+    /// [`Statement::bind`](trellis_common::query::Statement::bind).
     pub(crate) fn insert(
         &mut self,
         insert: &Insert,
         params: &Params,
+        prepared: Vec<Option<PreparedInsert<'_>>>,
     ) -> Result<QueryResult, EngineError> {
         let c = self.insert_collection(&insert.collection)?;
         self.expected_writes = self.expected_writes.max(insert.documents.len());
         let mut ids = Vec::with_capacity(insert.documents.len());
+        let mut prepared = prepared.into_iter();
         for (i, doc) in insert.documents.iter().enumerate() {
             let number = i + 1;
             let bound;
-            let body = match doc {
-                Expr::Param(name) => match params.get(name) {
-                    Some(body @ Value::Object(_)) => body,
-                    _ => return Err(insert_bind_error(insert, params, number)),
-                },
-                Expr::Literal(body @ Value::Object(_)) => body,
-                other => {
-                    bound = other.bind(params)?;
-                    match &bound {
+            let PreparedInsert {
+                body,
+                id,
+                stored,
+                entries,
+            } = match prepared.next().flatten() {
+                Some(prepared) => prepared,
+                None => {
+                    let body = match doc {
+                        Expr::Param(name) => match params.get(name) {
+                            Some(body @ Value::Object(_)) => body,
+                            _ => return Err(insert_bind_error(insert, params, number)),
+                        },
                         Expr::Literal(body @ Value::Object(_)) => body,
-                        _ => return Err(insert_bind_error(insert, params, number)),
-                    }
+                        other => {
+                            bound = other.bind(params)?;
+                            match &bound {
+                                Expr::Literal(body @ Value::Object(_)) => body,
+                                _ => return Err(insert_bind_error(insert, params, number)),
+                            }
+                        }
+                    };
+                    prepare(self.store, &c, body)
                 }
             };
-            let (id, current) = match body.get("_id") {
-                Some(value) => {
-                    let id = DocId::from_json(value)
-                        .map_err(|source| EngineError::InvalidId { number, source })?;
-                    let current = self.view().get(&c, &id)?.unwrap_or_default();
+            let (id, current) = match id {
+                Some(id) => {
+                    let id = id.map_err(|source| EngineError::InvalidId { number, source })?;
+                    // What this transaction wrote, or else what the store holds.
+                    let current = match self.view().pending_state(&c, &id)? {
+                        Some(state) => state,
+                        None => stored?.unwrap_or_default(),
+                    };
                     (id, current)
                 }
                 // A fresh random id is stored nowhere yet: nothing to read.
@@ -633,7 +668,7 @@ impl<'e> Tx<'e> {
             };
             if current.is_empty() {
                 ids.push(id.to_json());
-                self.insert_new(&c, id, body)?;
+                self.insert_new(&c, id, body, entries)?;
                 continue;
             }
             if current.is_live() {

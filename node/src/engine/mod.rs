@@ -25,6 +25,7 @@ mod error;
 mod exec;
 mod observe;
 mod plan;
+mod prepare;
 mod probe;
 mod result;
 
@@ -51,6 +52,7 @@ pub use result::{Outcome, QueryResult};
 
 use exec::{Tx, View, collection, matching};
 use observe::{Changed, Registry};
+use prepare::prepare_inserts;
 
 use crate::store::{
     Applied, AppliedDoc, IndexDef, ShadowsApplied, Store, StoreError, WARN_DOC_BYTES, WriteBatch,
@@ -285,15 +287,16 @@ impl Engine {
         let writer = &mut *writer;
         let mut tx = Tx::new(&*self.store, self.actor, &mut writer.clock, wall);
         tx.expect_writes(statements.len());
+        let prepared = prepare_inserts(&*self.store, statements, params);
         let mut results = Vec::with_capacity(statements.len());
-        for statement in statements {
+        for (statement, prepared) in statements.iter().zip(prepared) {
             let result = match statement {
                 // Binds its documents in place (they can be large).
-                Statement::Insert(insert) => tx.insert(insert, params)?,
+                Statement::Insert(insert) => tx.insert(insert, params, prepared)?,
                 other => match other.bind(params)? {
                     Statement::Select(s) => tx.select(&s)?,
                     Statement::Explain(s) => tx.explain(&s)?,
-                    Statement::Insert(i) => tx.insert(&i, params)?,
+                    Statement::Insert(i) => tx.insert(&i, params, Vec::new())?,
                     Statement::Update(u) => tx.update(&u)?,
                     Statement::Delete(r) => tx.delete(&r)?,
                     Statement::Evict(_) | Statement::CreateIndex(_) | Statement::DropIndex(_) => {

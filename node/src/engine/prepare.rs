@@ -1,0 +1,140 @@
+//! The part of a transaction's inserts that needs nothing from the transaction itself:
+//! validating each given `_id`, reading what the store holds under it, and encoding the
+//! document's entries from its JSON. That is about half the work of a large batch of
+//! inserts, so a transaction does it for all its documents first, on several threads
+//! when there are enough, and then runs its statements in order on one thread
+//! ([`Tx::insert`](super::exec::Tx::insert)), which stamps each document and decides
+//! its conflicts exactly as it would have without the preparation.
+//!
+//! The store cannot change in between: the transaction holds the engine's writer lock,
+//! and it reads the store generation before anything is prepared.
+
+use std::num::NonZeroUsize;
+use std::thread;
+
+use serde_json::Value;
+use trellis_common::codec::InsertEntries;
+use trellis_common::crdt::DocState;
+use trellis_common::ids::{CollectionName, DocId, IdError};
+use trellis_common::query::{Expr, Params, Statement};
+
+use crate::store::{Store, StoreError};
+
+/// Documents worth a thread of their own: preparing one takes about a microsecond,
+/// starting a thread some tens.
+const DOCS_PER_THREAD: usize = 128;
+/// The most threads one transaction prepares on.
+const MAX_THREADS: usize = 4;
+
+/// A document of an INSERT, prepared.
+#[derive(Debug)]
+pub(crate) struct PreparedInsert<'p> {
+    /// The document, bound (an object).
+    pub(crate) body: &'p Value,
+    /// Its `_id`, validated; `None` when it gives none.
+    pub(crate) id: Option<Result<DocId, IdError>>,
+    /// What the store held under that id when the transaction started (`Ok(None)`
+    /// when there is no valid id to read).
+    pub(crate) stored: Result<Option<DocState>, StoreError>,
+    /// Its entries, encoded; `None` when they cannot be (building the state says why).
+    pub(crate) entries: Option<InsertEntries>,
+}
+
+/// Per statement, one entry per document of an INSERT (`None`: a document the
+/// statement binds itself, such as an expression or a parameter that is not an
+/// object); nothing for other statements.
+pub(crate) type Prepared<'p> = Vec<Vec<Option<PreparedInsert<'p>>>>;
+
+/// Prepares the documents of the INSERT statements among `statements`.
+pub(crate) fn prepare_inserts<'p>(
+    store: &dyn Store,
+    statements: &'p [Statement],
+    params: &'p Params,
+) -> Prepared<'p> {
+    let mut counts = Vec::with_capacity(statements.len());
+    let mut jobs = Vec::new();
+    for statement in statements {
+        let Statement::Insert(insert) = statement else {
+            counts.push(0);
+            continue;
+        };
+        // An invalid name is the statement's error to report.
+        let collection = CollectionName::new(&insert.collection).ok();
+        counts.push(insert.documents.len());
+        jobs.extend(insert.documents.iter().map(|doc| {
+            let body = match doc {
+                Expr::Param(name) => params.get(name),
+                Expr::Literal(body) => Some(body),
+                _ => None,
+            };
+            collection.clone().zip(body.filter(|body| body.is_object()))
+        }));
+    }
+    let mut prepared = prepare_all(store, &jobs).into_iter();
+    counts
+        .into_iter()
+        .map(|count| prepared.by_ref().take(count).collect())
+        .collect()
+}
+
+/// Prepares every job, in order, spread over threads when there are enough.
+fn prepare_all<'p>(
+    store: &dyn Store,
+    jobs: &[Option<(CollectionName, &'p Value)>],
+) -> Vec<Option<PreparedInsert<'p>>> {
+    let available = thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    let threads = available
+        .min(MAX_THREADS)
+        .min(jobs.len() / DOCS_PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return prepare_some(store, jobs);
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    thread::scope(|scope| {
+        let mut chunks = jobs.chunks(chunk);
+        let first = chunks.next().unwrap_or_default();
+        let others: Vec<_> = chunks
+            .map(|jobs| scope.spawn(move || prepare_some(store, jobs)))
+            .collect();
+        let mut prepared = prepare_some(store, first);
+        for other in others {
+            let more = other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            prepared.extend(more);
+        }
+        prepared
+    })
+}
+
+fn prepare_some<'p>(
+    store: &dyn Store,
+    jobs: &[Option<(CollectionName, &'p Value)>],
+) -> Vec<Option<PreparedInsert<'p>>> {
+    jobs.iter()
+        .map(|job| {
+            let (collection, body) = job.as_ref()?;
+            Some(prepare(store, collection, body))
+        })
+        .collect()
+}
+
+/// Prepares one document (an object) of an INSERT into `collection`.
+pub(crate) fn prepare<'p>(
+    store: &dyn Store,
+    collection: &CollectionName,
+    body: &'p Value,
+) -> PreparedInsert<'p> {
+    let id = body.get("_id").map(DocId::from_json);
+    let stored = match &id {
+        Some(Ok(id)) => store.get(collection, id),
+        _ => Ok(None),
+    };
+    PreparedInsert {
+        body,
+        id,
+        stored,
+        entries: InsertEntries::encode(body),
+    }
+}
