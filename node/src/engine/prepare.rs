@@ -94,15 +94,26 @@ fn prepare_all<'p>(
     thread::scope(|scope| {
         let mut chunks = jobs.chunks(chunk);
         let first = chunks.next().unwrap_or_default();
+        // A thread the system refuses (a small device at its limit) leaves its share to
+        // this one.
         let others: Vec<_> = chunks
-            .map(|jobs| scope.spawn(move || prepare_some(store, jobs)))
+            .map(|jobs| {
+                let thread = thread::Builder::new()
+                    .name("trellis-prepare".into())
+                    .spawn_scoped(scope, move || prepare_some(store, jobs));
+                (jobs, thread.ok())
+            })
             .collect();
         let mut prepared = prepare_some(store, first);
-        for other in others {
-            let more = other
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            prepared.extend(more);
+        for (jobs, thread) in others {
+            match thread {
+                Some(thread) => prepared.extend(
+                    thread
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                ),
+                None => prepared.extend(prepare_some(store, jobs)),
+            }
         }
         prepared
     })
