@@ -387,8 +387,13 @@ fn varint(mut value: u64) -> ([u8; 10], usize) {
 
 /// Appends [`varint`]'s bytes.
 fn push_varint(out: &mut Vec<u8>, value: u64) {
-    let (bytes, n) = varint(value);
-    out.extend_from_slice(&bytes[..n]);
+    // Most varints of a document (lengths, path sharing, write numbers) are one byte.
+    if value < 0x80 {
+        out.push(value as u8);
+    } else {
+        let (bytes, n) = varint(value);
+        out.extend_from_slice(&bytes[..n]);
+    }
 }
 
 /// Decodes a document state of any known format.
