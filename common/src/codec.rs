@@ -355,9 +355,8 @@ fn push_kind(out: &mut Vec<u8>, value: &serde_json::Value) {
             match u8::try_from(len) {
                 Ok(byte) if byte < 0x80 => out[at] = byte,
                 _ => {
-                    let mut prefix = Vec::with_capacity(10);
-                    push_varint(&mut prefix, len as u64);
-                    out.splice(at..=at, prefix);
+                    let (prefix, n) = varint(len as u64);
+                    out.splice(at..=at, prefix[..n].iter().copied());
                 }
             }
         }
