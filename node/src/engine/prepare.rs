@@ -10,6 +10,7 @@
 //! and it reads the store generation before anything is prepared.
 
 use std::num::NonZeroUsize;
+use std::sync::OnceLock;
 use std::thread;
 
 use serde_json::Value;
@@ -82,12 +83,15 @@ fn prepare_all<'p>(
     store: &dyn Store,
     jobs: &[Option<(CollectionName, &'p Value)>],
 ) -> Vec<Option<PreparedInsert<'p>>> {
-    let available = thread::available_parallelism().map_or(1, NonZeroUsize::get);
-    let threads = available
-        .min(MAX_THREADS)
-        .min(jobs.len() / DOCS_PER_THREAD)
-        .max(1);
-    if threads == 1 {
+    if jobs.len() < 2 * DOCS_PER_THREAD {
+        return prepare_some(store, jobs);
+    }
+    // Asked once: the answer reads the process's CPU quota from files.
+    static AVAILABLE: OnceLock<usize> = OnceLock::new();
+    let available =
+        *AVAILABLE.get_or_init(|| thread::available_parallelism().map_or(1, NonZeroUsize::get));
+    let threads = available.min(MAX_THREADS).min(jobs.len() / DOCS_PER_THREAD);
+    if threads <= 1 {
         return prepare_some(store, jobs);
     }
     let chunk = jobs.len().div_ceil(threads);
