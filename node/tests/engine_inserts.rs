@@ -30,8 +30,12 @@ fn insert_state_like(stored: &DocState, body: &Value) -> DocState {
 }
 
 fn stored(db: &Db, id: &Value) -> DocState {
+    stored_or_none(db, id).unwrap()
+}
+
+fn stored_or_none(db: &Db, id: &Value) -> Option<DocState> {
     let id = DocId::from_json(id).unwrap();
-    db.store.get(&coll(), &id).unwrap().unwrap()
+    db.store.get(&coll(), &id).unwrap()
 }
 
 #[test]
@@ -174,9 +178,8 @@ fn a_transaction_of_many_inserts_finds_every_id_conflict() {
         });
         let err = run("INSERT INTO c DOCUMENTS (:a), (:b), (:c)", many.clone()).unwrap_err();
         assert!(err.to_string().contains("old"), "[{}] {err}", db.name);
-        let new_1 = DocId::from_json(&json!("new-1")).unwrap();
         assert!(
-            db.store.get(&coll(), &new_1).unwrap().is_none(),
+            stored_or_none(&db, &json!("new-1")).is_none(),
             "[{}]",
             db.name
         );
@@ -204,9 +207,8 @@ fn a_transaction_of_many_inserts_finds_every_id_conflict() {
         )
         .unwrap_err();
         assert!(err.to_string().contains("twice"), "[{}] {err}", db.name);
-        let twice = DocId::from_json(&json!("twice")).unwrap();
         assert!(
-            db.store.get(&coll(), &twice).unwrap().is_none(),
+            stored_or_none(&db, &json!("twice")).is_none(),
             "[{}]",
             db.name
         );

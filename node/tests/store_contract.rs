@@ -1360,18 +1360,26 @@ fn a_corrupt_stored_document_is_a_clear_error_not_a_panic() {
     assert!(err.to_string().contains("unknown format version"), "{err}");
 }
 
+/// The format version a store records.
+fn format_version(store: &RocksStore) -> u32 {
+    let bytes = store.raw_get(cf::META, keys::META_FORMAT_VERSION).unwrap();
+    u32::from_be_bytes(bytes.unwrap().try_into().unwrap())
+}
+
+/// Makes a store claim format `version` (its data is left as it is).
+fn set_format_version(store: &RocksStore, version: u32) {
+    store
+        .raw_put(cf::META, keys::META_FORMAT_VERSION, &version.to_be_bytes())
+        .unwrap();
+}
+
 #[test]
 fn a_store_written_by_a_newer_build_is_refused_on_open() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(&dir);
-        assert_eq!(
-            store.raw_get(cf::META, keys::META_FORMAT_VERSION).unwrap(),
-            Some(3u32.to_be_bytes().to_vec())
-        );
-        store
-            .raw_put(cf::META, keys::META_FORMAT_VERSION, &4u32.to_be_bytes())
-            .unwrap();
+        assert_eq!(format_version(&store), 3);
+        set_format_version(&store, 4);
     }
     let err = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap_err();
     assert!(matches!(
@@ -1420,15 +1428,10 @@ fn a_format_1_store_is_migrated_on_open() {
                 )
                 .unwrap();
         }
-        store
-            .raw_put(cf::META, keys::META_FORMAT_VERSION, &1u32.to_be_bytes())
-            .unwrap();
+        set_format_version(&store, 1);
     }
     let store = open(&dir);
-    assert_eq!(
-        store.raw_get(cf::META, keys::META_FORMAT_VERSION).unwrap(),
-        Some(3u32.to_be_bytes().to_vec())
-    );
+    assert_eq!(format_version(&store), 3);
     for name in ["a", "b", "c"] {
         assert_eq!(
             store.get(&cars, &id(name)).unwrap().as_ref(),
@@ -1527,15 +1530,10 @@ fn a_format_2_store_is_migrated_on_open() {
         );
         before = index_view(&store, &[&cars, &vans]);
         rewrite_indexes_as_format_2(&store, &[&cars, &vans]);
-        store
-            .raw_put(cf::META, keys::META_FORMAT_VERSION, &2u32.to_be_bytes())
-            .unwrap();
+        set_format_version(&store, 2);
     }
     let store = open(&dir);
-    assert_eq!(
-        store.raw_get(cf::META, keys::META_FORMAT_VERSION).unwrap(),
-        Some(3u32.to_be_bytes().to_vec())
-    );
+    assert_eq!(format_version(&store), 3);
     assert_eq!(index_view(&store, &[&cars, &vans]), before);
     // The migrated runs change like any: c2's entries move to the new commit's runs.
     apply(

@@ -37,7 +37,7 @@ use trellis_common::query::{
 
 use super::error::EngineError;
 use super::plan::{Plan, plan};
-use super::prepare::{PreparedInsert, prepare};
+use super::prepare::{PreparedInsert, PreparedStatement, prepare};
 use super::probe::Probe;
 use super::result::{Outcome, QueryResult};
 use crate::store::{IndexDef, NewDoc, Store, StoreError, WriteBatch};
@@ -387,11 +387,8 @@ pub(crate) struct Tx<'e> {
     generation: Option<u64>,
     overlay: Overlay,
     pub(crate) indexes: Vec<IndexDef>,
-    /// The collection the last INSERT named, validated (a batch names one in every
-    /// statement).
-    inserting_into: Option<CollectionName>,
-    /// How many documents the transaction is likely to write (its statement count):
-    /// the room a collection's pending documents start with.
+    /// How many documents the transaction is likely to write: the room a collection's
+    /// pending documents start with, so a large batch does not grow them step by step.
     expected_writes: usize,
 }
 
@@ -401,6 +398,7 @@ impl<'e> Tx<'e> {
         actor: ActorId,
         clock: &'e mut Clock,
         wall_ms: u64,
+        expected_writes: usize,
     ) -> Self {
         let generation = store.generation();
         let seq = store.version().get(actor);
@@ -414,26 +412,7 @@ impl<'e> Tx<'e> {
             generation,
             overlay: Overlay::new(),
             indexes: store.indexes(),
-            inserting_into: None,
-            expected_writes: 0,
-        }
-    }
-
-    /// Tells the transaction how many documents it will likely write, so that its
-    /// pending documents do not grow a thousand-statement batch step by step.
-    pub(crate) fn expect_writes(&mut self, documents: usize) {
-        self.expected_writes = documents;
-    }
-
-    /// The collection an INSERT names, validated once for a run of statements naming it.
-    fn insert_collection(&mut self, name: &str) -> Result<CollectionName, EngineError> {
-        match &self.inserting_into {
-            Some(c) if c.as_str() == name => Ok(c.clone()),
-            _ => {
-                let c = collection(name)?;
-                self.inserting_into = Some(c.clone());
-                Ok(c)
-            }
+            expected_writes,
         }
     }
 
@@ -613,18 +592,20 @@ impl<'e> Tx<'e> {
     /// Runs an INSERT, binding its documents from `params` as it goes: a document that
     /// is a bare `:param` is read in place rather than copied into a bound statement.
     /// `prepared` holds what [`prepare_inserts`](super::prepare::prepare_inserts) did
-    /// for its documents (it may be empty). Errors are those of
+    /// for it (it may be empty). Errors are those of
     /// [`Statement::bind`](trellis_common::query::Statement::bind).
     pub(crate) fn insert(
         &mut self,
         insert: &Insert,
         params: &Params,
-        prepared: Vec<Option<PreparedInsert<'_>>>,
+        prepared: PreparedStatement<'_>,
     ) -> Result<QueryResult, EngineError> {
-        let c = self.insert_collection(&insert.collection)?;
-        self.expected_writes = self.expected_writes.max(insert.documents.len());
+        let c = match prepared.collection {
+            Some(c) => c,
+            None => collection(&insert.collection)?,
+        };
         let mut ids = Vec::with_capacity(insert.documents.len());
-        let mut prepared = prepared.into_iter();
+        let mut prepared = prepared.documents.into_iter();
         for (i, doc) in insert.documents.iter().enumerate() {
             let number = i + 1;
             let bound;

@@ -52,7 +52,7 @@ pub use result::{Outcome, QueryResult};
 
 use exec::{Tx, View, collection, matching};
 use observe::{Changed, Registry};
-use prepare::prepare_inserts;
+use prepare::{PreparedStatement, prepare_inserts};
 
 use crate::store::{
     Applied, AppliedDoc, IndexDef, ShadowsApplied, Store, StoreError, WARN_DOC_BYTES, WriteBatch,
@@ -285,8 +285,14 @@ impl Engine {
         let wall = wall_ms();
         let mut writer = self.writer.lock();
         let writer = &mut *writer;
-        let mut tx = Tx::new(&*self.store, self.actor, &mut writer.clock, wall);
-        tx.expect_writes(statements.len());
+        let documents = statements
+            .iter()
+            .map(|s| match s {
+                Statement::Insert(insert) => insert.documents.len(),
+                _ => 1,
+            })
+            .sum();
+        let mut tx = Tx::new(&*self.store, self.actor, &mut writer.clock, wall, documents);
         let prepared = prepare_inserts(&*self.store, statements, params);
         let mut results = Vec::with_capacity(statements.len());
         for (statement, prepared) in statements.iter().zip(prepared) {
@@ -296,7 +302,7 @@ impl Engine {
                 other => match other.bind(params)? {
                     Statement::Select(s) => tx.select(&s)?,
                     Statement::Explain(s) => tx.explain(&s)?,
-                    Statement::Insert(i) => tx.insert(&i, params, Vec::new())?,
+                    Statement::Insert(i) => tx.insert(&i, params, PreparedStatement::default())?,
                     Statement::Update(u) => tx.update(&u)?,
                     Statement::Delete(r) => tx.delete(&r)?,
                     Statement::Evict(_) | Statement::CreateIndex(_) | Statement::DropIndex(_) => {

@@ -41,26 +41,39 @@ pub(crate) struct PreparedInsert<'p> {
     pub(crate) entries: Option<InsertEntries>,
 }
 
-/// Per statement, one entry per document of an INSERT (`None`: a document the
-/// statement binds itself, such as an expression or a parameter that is not an
-/// object); nothing for other statements.
-pub(crate) type Prepared<'p> = Vec<Vec<Option<PreparedInsert<'p>>>>;
+/// A statement, prepared: for an INSERT, its collection validated (`None` when the
+/// name is invalid, the statement's error to report) and one entry per document
+/// (`None`: a document the statement binds itself, such as an expression or a
+/// parameter that is not an object); nothing for other statements.
+#[derive(Debug, Default)]
+pub(crate) struct PreparedStatement<'p> {
+    pub(crate) collection: Option<CollectionName>,
+    pub(crate) documents: Vec<Option<PreparedInsert<'p>>>,
+}
 
-/// Prepares the documents of the INSERT statements among `statements`.
+/// Prepares the documents of the INSERT statements among `statements`: one
+/// [`PreparedStatement`] per statement.
 pub(crate) fn prepare_inserts<'p>(
     store: &dyn Store,
     statements: &'p [Statement],
     params: &'p Params,
-) -> Prepared<'p> {
+) -> Vec<PreparedStatement<'p>> {
+    let mut collections = Vec::with_capacity(statements.len());
     let mut counts = Vec::with_capacity(statements.len());
     let mut jobs = Vec::new();
+    let mut last: Option<CollectionName> = None;
     for statement in statements {
         let Statement::Insert(insert) = statement else {
+            collections.push(None);
             counts.push(0);
             continue;
         };
-        // An invalid name is the statement's error to report.
-        let collection = CollectionName::new(&insert.collection).ok();
+        // Validated once for a run of statements naming it (a batch names one in all).
+        let collection = match last.take() {
+            Some(c) if c.as_str() == insert.collection => Some(c),
+            _ => CollectionName::new(&insert.collection).ok(),
+        };
+        last.clone_from(&collection);
         counts.push(insert.documents.len());
         jobs.extend(insert.documents.iter().map(|doc| {
             let body = match doc {
@@ -70,11 +83,16 @@ pub(crate) fn prepare_inserts<'p>(
             };
             collection.clone().zip(body.filter(|body| body.is_object()))
         }));
+        collections.push(collection);
     }
     let mut prepared = prepare_all(store, &jobs).into_iter();
-    counts
+    collections
         .into_iter()
-        .map(|count| prepared.by_ref().take(count).collect())
+        .zip(counts)
+        .map(|(collection, count)| PreparedStatement {
+            collection,
+            documents: prepared.by_ref().take(count).collect(),
+        })
         .collect()
 }
 

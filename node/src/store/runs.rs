@@ -404,12 +404,15 @@ mod tests {
         assert_eq!(rows.changes.borrow().len(), 4);
 
         // Document 70 changes: its old entries leave the second runs, new ones come.
-        let mut edits = IndexEdits::default();
-        edits.remove_lsn(&cars, 71, &ids[70]);
-        edits.add_lsn(&cars, 201, &ids[70]);
-        edits.remove_change(dot(1, 71), &cars, &ids[70]);
-        edits.add_change(dot(2, 1), &cars, &ids[70]);
-        let result = edits.into_rows(&rows, 201).unwrap();
+        let doc_70_changes = || {
+            let mut edits = IndexEdits::default();
+            edits.remove_lsn(&cars, 71, &ids[70]);
+            edits.add_lsn(&cars, 201, &ids[70]);
+            edits.remove_change(dot(1, 71), &cars, &ids[70]);
+            edits.add_change(dot(2, 1), &cars, &ids[70]);
+            edits
+        };
+        let result = doc_70_changes().into_rows(&rows, 201).unwrap();
         let rewritten = |edits: &[RowEdit]| {
             edits
                 .iter()
@@ -418,12 +421,7 @@ mod tests {
         };
         assert_eq!(rewritten(&result.lsns), 2, "one run rewritten, one new");
         assert_eq!(rewritten(&result.changes), 2, "one run rewritten, one new");
-        let mut edits = IndexEdits::default();
-        edits.remove_lsn(&cars, 71, &ids[70]);
-        edits.add_lsn(&cars, 201, &ids[70]);
-        edits.remove_change(dot(1, 71), &cars, &ids[70]);
-        edits.add_change(dot(2, 1), &cars, &ids[70]);
-        rows.commit(edits, 201);
+        rows.commit(doc_70_changes(), 201);
 
         let lsns = rows.lsn_entries(&cars);
         assert_eq!(lsns.len(), 200);
