@@ -218,13 +218,22 @@ fn a_transaction_of_many_inserts_finds_every_id_conflict() {
 /// A transaction of `statements` INSERTs into `c`, each of its own `:dN`, with
 /// `ON ID CONFLICT conflict`; its parameters are `bodies` in order.
 fn large_insert(db: &Db, bodies: &[Value], conflict: &str) -> Result<Vec<Value>, String> {
-    let script: Vec<String> = (0..bodies.len())
-        .map(|i| format!("INSERT INTO c DOCUMENTS (:d{i}) ON ID CONFLICT {conflict}"))
-        .collect();
-    let params: serde_json::Map<String, Value> = bodies
+    let inserts: Vec<(&str, Value)> = bodies.iter().map(|b| ("c", b.clone())).collect();
+    insert_script(db, &inserts, conflict)
+}
+
+/// A transaction of one INSERT per `(collection, body)`, each of its own `:dN`, with
+/// `ON ID CONFLICT conflict`.
+fn insert_script(db: &Db, inserts: &[(&str, Value)], conflict: &str) -> Result<Vec<Value>, String> {
+    let script: Vec<String> = inserts
         .iter()
         .enumerate()
-        .map(|(i, body)| (format!("d{i}"), body.clone()))
+        .map(|(i, (c, _))| format!("INSERT INTO {c} DOCUMENTS (:d{i}) ON ID CONFLICT {conflict}"))
+        .collect();
+    let params: serde_json::Map<String, Value> = inserts
+        .iter()
+        .enumerate()
+        .map(|(i, (_, body))| (format!("d{i}"), body.clone()))
         .collect();
     db.engine
         .execute_transaction(&script.join(";\n"), &params)
@@ -302,6 +311,76 @@ fn a_large_transaction_prepared_on_several_threads_keeps_every_insert_rule() {
         assert_eq!(
             updated,
             [json!({"_id": "stored", "v": 0, "w": 2})],
+            "[{}]",
+            db.name
+        );
+    }
+}
+
+#[test]
+fn a_large_transaction_over_two_collections_reads_each_ones_ids() {
+    const N: usize = 700;
+    for db in backends() {
+        db.run(
+            "INSERT INTO c DOCUMENTS ({_id: 'x-0003', v: 'c'})",
+            json!({}),
+        );
+        db.run(
+            "INSERT INTO d DOCUMENTS ({_id: 'x-0004', v: 'd'})",
+            json!({}),
+        );
+        // The statements alternate between the collections, each id once in each.
+        let inserts: Vec<(&str, Value)> = (0..N)
+            .map(|i| {
+                let c = if i % 2 == 0 { "c" } else { "d" };
+                (c, json!({"_id": format!("x-{:04}", i / 2), "i": i}))
+            })
+            .collect();
+        let err = insert_script(&db, &inserts, "FAIL").unwrap_err();
+        assert!(err.contains("x-0003"), "[{}] {err}", db.name);
+        assert_eq!(db.all("c").len(), 1, "[{}]", db.name);
+        assert_eq!(db.all("d").len(), 1, "[{}]", db.name);
+
+        // A failure at the first document stops the transaction, prepared or not.
+        let mut failing = inserts.clone();
+        failing[0].1 = json!({"_id": 1.5});
+        let err = insert_script(&db, &failing, "FAIL").unwrap_err();
+        assert!(err.contains("_id"), "[{}] {err}", db.name);
+        assert_eq!(db.all("c").len() + db.all("d").len(), 2, "[{}]", db.name);
+
+        let ids = insert_script(&db, &inserts, "DO NOTHING").unwrap();
+        assert_eq!(
+            ids.len(),
+            N - 2,
+            "[{}] each stored id skipped once",
+            db.name
+        );
+        assert_eq!(db.all("c").len(), N / 2, "[{}]", db.name);
+        assert_eq!(db.all("d").len(), N / 2, "[{}]", db.name);
+        let kept = |c: &str, id: &str| {
+            db.rows(&format!("SELECT * FROM {c} WHERE _id = '{id}'"), json!({}))
+        };
+        assert_eq!(
+            kept("c", "x-0003"),
+            [json!({"_id": "x-0003", "v": "c"})],
+            "[{}]",
+            db.name
+        );
+        assert_eq!(
+            kept("d", "x-0003"),
+            [json!({"_id": "x-0003", "i": 7})],
+            "[{}]",
+            db.name
+        );
+        assert_eq!(
+            kept("d", "x-0004"),
+            [json!({"_id": "x-0004", "v": "d"})],
+            "[{}]",
+            db.name
+        );
+        assert_eq!(
+            kept("c", "x-0004"),
+            [json!({"_id": "x-0004", "i": 8})],
             "[{}]",
             db.name
         );

@@ -236,6 +236,59 @@ fn a_batch_applies_its_deltas_in_order_in_one_commit(store: &dyn Store) {
     assert_eq!(store.version().get(ActorId::from_u64(1)), 3);
 }
 
+/// Reads `wanted` with `get_many` and with `get` one by one, and checks they agree.
+fn check_get_many(store: &dyn Store, c: &CollectionName, wanted: &[DocId]) {
+    let refs: Vec<&DocId> = wanted.iter().collect();
+    let together: Vec<Option<DocState>> = store
+        .get_many(c, &refs)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let one_by_one: Vec<Option<DocState>> =
+        wanted.iter().map(|i| store.get(c, i).unwrap()).collect();
+    assert_eq!(together.len(), wanted.len());
+    for ((i, a), b) in wanted.iter().zip(&together).zip(&one_by_one) {
+        assert_eq!(a, b, "{c}/{i}");
+    }
+}
+
+fn get_many_reads_what_get_reads(store: &dyn Store) {
+    let (cars, vans) = (coll("cars"), coll("vans"));
+    let key = |n: usize| id(&format!("k-{n:04}"));
+    let mut a = replica(1);
+    // Every even key of 600 in `cars`, a few in `vans` (after `cars` in key order),
+    // one of them deleted.
+    let mut batch: Vec<Delta> = (0..600)
+        .step_by(2)
+        .map(|n| a.insert(&cars, &key(n), &json!({ "n": n }), T).unwrap())
+        .collect();
+    batch.extend((0..10).map(|n| a.insert(&vans, &key(n), &json!({ "v": n }), T).unwrap()));
+    batch.push(a.delete(&cars, &key(10), T + 1));
+    store.apply(&batch.into_iter().collect()).unwrap();
+    assert!(
+        store
+            .get(&cars, &key(10))
+            .unwrap()
+            .is_some_and(|s| !s.is_live())
+    );
+
+    // New ids past every stored one (`vans` holds keys after them).
+    check_get_many(store, &cars, &(600..700).map(key).collect::<Vec<_>>());
+    // Every key of a range, present and absent by turns, out of order and twice.
+    let mut close: Vec<DocId> = (0..64).rev().map(key).collect();
+    close.extend((0..8).map(key));
+    check_get_many(store, &cars, &close);
+    // Ids scattered among many stored ones, more than the walk seeks for.
+    let scattered: Vec<DocId> = (0..600).step_by(7).rev().map(key).collect();
+    check_get_many(store, &cars, &scattered);
+    // A few ids, and none.
+    check_get_many(store, &vans, &[key(3), key(11)]);
+    check_get_many(store, &vans, &[]);
+    // The other collection, from before its first key to past its last.
+    check_get_many(store, &vans, &(0..20).map(key).collect::<Vec<_>>());
+    check_get_many(store, &coll("none"), &(0..20).map(key).collect::<Vec<_>>());
+}
+
 fn applied_reports_before_and_after_of_changed_documents_only(store: &dyn Store) {
     let cars = coll("cars");
     let mut a = replica(1);
@@ -1182,6 +1235,7 @@ macro_rules! contract {
                 deleted_documents_stay_as_tombstones,
                 version_advances_only_when_since_is_covered,
                 a_batch_applies_its_deltas_in_order_in_one_commit,
+                get_many_reads_what_get_reads,
                 applied_reports_before_and_after_of_changed_documents_only,
                 docs_changed_since_finds_exactly_the_documents_a_peer_lacks,
                 delta_since_brings_a_peer_up_to_date,
@@ -1337,6 +1391,14 @@ fn a_corrupt_stored_document_is_a_clear_error_not_a_panic() {
         store.scan(&cars, None, 10),
         Err(StoreError::Corrupt { .. })
     ));
+    // Read together with others, it is the one error among them.
+    let wanted = ids(&["a", "bad", "good", "zzz"]);
+    let refs: Vec<&DocId> = wanted.iter().collect();
+    let together = store.get_many(&cars, &refs);
+    assert!(matches!(&together[1], Err(StoreError::Corrupt { .. })));
+    assert!(together[0].as_ref().is_ok_and(Option::is_none));
+    assert!(together[2].as_ref().is_ok_and(Option::is_some));
+    assert!(together[3].as_ref().is_ok_and(Option::is_none));
     // A write to the corrupt document fails and writes nothing, the rest still works.
     let version = store.version();
     let d = a

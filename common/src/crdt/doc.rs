@@ -272,8 +272,10 @@ pub struct DocState {
 
 impl DocState {
     /// An empty state: nothing known about the document.
-    pub fn new() -> Self {
-        Self::default()
+    pub const fn new() -> Self {
+        Self {
+            entries: BTreeMap::new(),
+        }
     }
 
     /// A state from entries, in any order; hidden entries are dropped.

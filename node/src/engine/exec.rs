@@ -48,6 +48,10 @@ const SCAN_PAGE: usize = 512;
 /// Uncommitted document states, by collection then id.
 pub(crate) type Overlay = BTreeMap<CollectionName, PendingDocs>;
 
+/// The state of a document nothing is known of (a static: an empty state is cheap to
+/// make, but a thousand-insert batch would make and drop one per document).
+static EMPTY_DOC: DocState = DocState::new();
+
 /// The pending documents of one collection, in the order the transaction first wrote
 /// them. Hashed rather than ordered: a transaction looks each id up on every write
 /// (thousands per commit when a batch inserts), and only scans need id order.
@@ -504,7 +508,7 @@ impl<'e> Tx<'e> {
             actor: self.actor,
             seq,
         };
-        let ctx = WriteContext::for_document(&DocState::new(), self.clock.tick(self.wall_ms), dot);
+        let ctx = WriteContext::for_document(&EMPTY_DOC, self.clock.tick(self.wall_ms), dot);
         let pending = match entries {
             Some(entries) => Pending::Inserted {
                 encoded: entries.stamp(ctx),
@@ -552,6 +556,7 @@ impl<'e> Tx<'e> {
         }
         let mut absent = Vec::new();
         let mut changes = Vec::new();
+        batch.reserve_new(self.overlay.values().map(PendingDocs::len).sum());
         for (collection, docs) in self.overlay {
             let mut docs: Vec<(DocId, Pending)> = docs.into_iter().collect();
             // Usually already in order: batches tend to insert ids in order.
@@ -639,19 +644,19 @@ impl<'e> Tx<'e> {
                     let id = id.map_err(|source| EngineError::InvalidId { number, source })?;
                     // What this transaction wrote, or else what the store holds.
                     let current = match self.view().pending_state(&c, &id)? {
-                        Some(state) => state,
-                        None => stored?.unwrap_or_default(),
+                        Some(state) => Some(state),
+                        None => stored?,
                     };
                     (id, current)
                 }
                 // A fresh random id is stored nowhere yet: nothing to read.
-                None => (DocId::generate(), DocState::new()),
+                None => (DocId::generate(), None),
             };
-            if current.is_empty() {
+            let Some(current) = current.filter(|state| !state.is_empty()) else {
                 ids.push(id.to_json());
                 self.insert_new(&c, id, body, entries)?;
                 continue;
-            }
+            };
             if current.is_live() {
                 match insert.on_conflict {
                     OnConflict::Fail => return Err(EngineError::IdConflict { collection: c, id }),

@@ -1,6 +1,7 @@
 //! The part of a transaction's inserts that needs nothing from the transaction itself:
-//! validating each given `_id`, reading what the store holds under it, and encoding the
-//! document's entries from its JSON. That is about half the work of a large batch of
+//! validating each given `_id`, reading what the store holds under it (64 ids at a
+//! time, with [`Store::get_many`]), and encoding the document's entries from its JSON.
+//! That is about half the work of a large batch of
 //! inserts, so a transaction does it for all its documents first, on several threads
 //! when there are enough, and then runs its statements in order on one thread
 //! ([`Tx::insert`](super::exec::Tx::insert)), which stamps each document and decides
@@ -26,6 +27,8 @@ use crate::store::{Store, StoreError};
 const DOCS_PER_THREAD: usize = 128;
 /// The most threads one transaction prepares on.
 const MAX_THREADS: usize = 4;
+/// Documents whose ids are read from the store together ([`Store::get_many`]).
+const READ_TOGETHER: usize = 64;
 
 /// A document of an INSERT, prepared.
 #[derive(Debug)]
@@ -60,7 +63,15 @@ pub(crate) fn prepare_inserts<'p>(
 ) -> Vec<PreparedStatement<'p>> {
     let mut collections = Vec::with_capacity(statements.len());
     let mut counts = Vec::with_capacity(statements.len());
-    let mut jobs = Vec::new();
+    let mut jobs = Vec::with_capacity(
+        statements
+            .iter()
+            .map(|s| match s {
+                Statement::Insert(insert) => insert.documents.len(),
+                _ => 0,
+            })
+            .sum(),
+    );
     let mut last: Option<CollectionName> = None;
     for statement in statements {
         let Statement::Insert(insert) = statement else {
@@ -126,7 +137,8 @@ fn prepare_all<'p>(
                 (jobs, thread.ok())
             })
             .collect();
-        let mut prepared = prepare_some(store, first);
+        let mut prepared = Vec::with_capacity(jobs.len());
+        prepared.extend(prepare_some(store, first));
         for (jobs, thread) in others {
             match thread {
                 Some(thread) => prepared.extend(
@@ -141,14 +153,61 @@ fn prepare_all<'p>(
     })
 }
 
+/// Prepares `jobs` in blocks, each block's ids read together.
 fn prepare_some<'p>(
     store: &dyn Store,
     jobs: &[Option<(CollectionName, &'p Value)>],
 ) -> Vec<Option<PreparedInsert<'p>>> {
-    jobs.iter()
+    let mut prepared = Vec::with_capacity(jobs.len());
+    for block in jobs.chunks(READ_TOGETHER) {
+        prepared.extend(prepare_block(store, block));
+    }
+    prepared
+}
+
+/// Prepares a block of documents: their ids read together, collection by collection (a
+/// batch names one).
+fn prepare_block<'p>(
+    store: &dyn Store,
+    jobs: &[Option<(CollectionName, &'p Value)>],
+) -> Vec<Option<PreparedInsert<'p>>> {
+    let ids: Vec<Option<Result<DocId, IdError>>> = jobs
+        .iter()
         .map(|job| {
-            let (collection, body) = job.as_ref()?;
-            Some(prepare(store, collection, body))
+            let (_, body) = job.as_ref()?;
+            body.get("_id").map(DocId::from_json)
+        })
+        .collect();
+    let mut to_read: Vec<(usize, &CollectionName, &DocId)> = jobs
+        .iter()
+        .zip(&ids)
+        .enumerate()
+        .filter_map(|(i, (job, id))| match (job, id) {
+            (Some((collection, _)), Some(Ok(id))) => Some((i, collection, id)),
+            _ => None,
+        })
+        .collect();
+    to_read.sort_by(|a, b| a.1.cmp(b.1));
+    let mut stored: Vec<Result<Option<DocState>, StoreError>> =
+        jobs.iter().map(|_| Ok(None)).collect();
+    for group in to_read.chunk_by(|a, b| a.1 == b.1) {
+        let group_ids: Vec<&DocId> = group.iter().map(|(_, _, id)| *id).collect();
+        let found = store.get_many(group[0].1, &group_ids);
+        for ((i, _, _), found) in group.iter().zip(found) {
+            stored[*i] = found;
+        }
+    }
+    jobs.iter()
+        .zip(ids)
+        .zip(stored)
+        .map(|((job, id), stored)| {
+            let (_, body) = job.as_ref()?;
+            Some(PreparedInsert {
+                body,
+                id,
+                stored,
+                entries: InsertEntries::encode(body),
+            })
         })
         .collect()
 }

@@ -257,6 +257,11 @@ impl WriteBatch {
         self.new_docs.push(doc);
     }
 
+    /// Makes room for `additional` more [`WriteBatch::push_new`] documents.
+    pub fn reserve_new(&mut self, additional: usize) {
+        self.new_docs.reserve(additional);
+    }
+
     /// The documents added by [`WriteBatch::push_new`], in order.
     pub fn new_docs(&self) -> &[NewDoc] {
         &self.new_docs
@@ -496,6 +501,16 @@ impl IndexDef {
 pub trait Store: BlobStore + Send + Sync {
     /// The stored state of a document, tombstones included (`None`: nothing stored).
     fn get(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>>;
+
+    /// [`Store::get`] of each of `ids`, in their order. A backend may read them
+    /// together more cheaply than one by one (the node's inserts ask for a batch).
+    fn get_many(
+        &self,
+        collection: &CollectionName,
+        ids: &[&DocId],
+    ) -> Vec<Result<Option<DocState>>> {
+        ids.iter().map(|id| self.get(collection, id)).collect()
+    }
 
     /// Up to `limit` stored documents of `collection` with ids after `after`, in id
     /// order, tombstones included (callers filter with [`DocState::is_live`]).

@@ -579,6 +579,12 @@ impl RocksStore {
     }
 }
 
+/// Below this many ids, [`Store::get_many`] reads them one by one (an iterator costs
+/// about as much to set up as a few point reads).
+const MIN_WALKED_IDS: usize = 4;
+/// How many keys [`Store::get_many`] steps over before it seeks instead.
+const WALK_STEPS: usize = 2;
+
 /// About the bytes of the write batch that stores `docs`: their values, and room for
 /// the keys of their rows.
 fn batch_bytes(docs: &[PlannedDoc<'_>]) -> usize {
@@ -624,6 +630,63 @@ impl RunSource for RocksStore {
 impl Store for RocksStore {
     fn get(&self, collection: &CollectionName, id: &DocId) -> Result<Option<DocState>> {
         self.read_doc(collection, id)
+    }
+
+    /// Walks the ids in key order with one iterator: ids close together in key order
+    /// (the usual batch: sequential or time-ordered ids, new ones past every stored
+    /// key) then cost one seek and a few steps instead of a point read each. Ids
+    /// scattered among stored documents would need a seek each, dearer than a point
+    /// read through the bloom filters, so after a few such seeks the rest are read one
+    /// by one.
+    fn get_many(
+        &self,
+        collection: &CollectionName,
+        ids: &[&DocId],
+    ) -> Vec<Result<Option<DocState>>> {
+        if ids.len() < MIN_WALKED_IDS {
+            return ids.iter().map(|id| self.get(collection, id)).collect();
+        }
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| keys::doc_key(collection, id)).collect();
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_unstable_by(|&a, &b| keys[a].cmp(&keys[b]));
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(keys::collection_end(collection));
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::DOCS), opts);
+        it.seek(&keys[order[0]]);
+        let (mut seeks_left, mut walking) = (ids.len() / 8, true);
+        let mut out: Vec<Option<Result<Option<DocState>>>> = ids.iter().map(|_| None).collect();
+        for &i in &order {
+            let key = keys[i].as_slice();
+            let mut steps = 0;
+            while walking && it.key().is_some_and(|at| at < key) {
+                if steps < WALK_STEPS {
+                    it.next();
+                    steps += 1;
+                } else if seeks_left > 0 {
+                    seeks_left -= 1;
+                    it.seek(key);
+                } else {
+                    walking = false;
+                }
+            }
+            out[i] = Some(if walking {
+                // The iterator is at the first key from `key` on, or past every key of
+                // the collection (unless it stopped on an error: its status says, below).
+                match it.item() {
+                    Some((at, value)) if at == key => keys::decode_doc_value(value)
+                        .map(Some)
+                        .map_err(|e| StoreError::corrupt_doc(collection, ids[i], e)),
+                    _ => Ok(None),
+                }
+            } else {
+                self.get(collection, ids[i])
+            });
+        }
+        if it.status().is_err() {
+            // Whatever it answered after the error is unsure: read each one again.
+            return ids.iter().map(|id| self.get(collection, id)).collect();
+        }
+        out.into_iter().flatten().collect()
     }
 
     fn scan(
@@ -713,7 +776,7 @@ impl Store for RocksStore {
         // Sized up front: a batch of a thousand documents would otherwise be copied
         // a dozen times as it grows.
         let mut wb = rocksdb::WriteBatch::with_capacity_bytes(batch_bytes(&plan.docs));
-        let mut edits = IndexEdits::default();
+        let mut edits = IndexEdits::with_capacity(plan.docs.len());
         // One key and one value buffer for every document: the batch copies them.
         let (mut key, mut value) = (Vec::new(), Vec::new());
         for doc in &plan.docs {
@@ -769,6 +832,7 @@ impl Store for RocksStore {
         }
         *writer += 1;
         self.commit(wb, true)?;
+
         {
             let mut cached = self.cached.write();
             cached.version = plan.version.clone();

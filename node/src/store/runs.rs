@@ -68,6 +68,16 @@ pub(crate) struct IndexEdits<'a> {
 }
 
 impl<'a> IndexEdits<'a> {
+    /// Edits with room for `documents` changed documents, each adding an LSN and (a
+    /// local insert) one write.
+    pub(crate) fn with_capacity(documents: usize) -> Self {
+        Self {
+            lsn_added: Vec::with_capacity(documents),
+            change_added: Vec::with_capacity(documents),
+            ..Self::default()
+        }
+    }
+
     /// Document `id` of `collection` now has LSN `lsn` (newer than any stored).
     pub(crate) fn add_lsn(&mut self, collection: &'a CollectionName, lsn: Lsn, id: &'a DocId) {
         self.lsn_added.push((collection, lsn, id));
