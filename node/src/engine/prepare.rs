@@ -1,11 +1,11 @@
 //! The part of a transaction's inserts that needs nothing from the transaction itself:
 //! validating each given `_id`, reading what the store holds under it (64 ids at a
 //! time, with [`Store::get_many`]), and encoding the document's entries from its JSON.
-//! That is about half the work of a large batch of
-//! inserts, so a transaction does it for all its documents first, on several threads
-//! when there are enough, and then runs its statements in order on one thread
-//! ([`Tx::insert`](super::exec::Tx::insert)), which stamps each document and decides
-//! its conflicts exactly as it would have without the preparation.
+//! That is about half the work of a large batch of inserts, so a transaction does it
+//! for all its documents first, on several threads when there are enough, and then runs
+//! its statements in order on one thread ([`Tx::insert`](super::exec::Tx::insert)),
+//! which stamps each document and decides its conflicts exactly as it would have
+//! without the preparation.
 //!
 //! The store cannot change in between: the transaction holds the engine's writer lock,
 //! and it reads the store generation before anything is prepared.

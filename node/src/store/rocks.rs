@@ -636,8 +636,8 @@ impl Store for RocksStore {
     /// (the usual batch: sequential or time-ordered ids, new ones past every stored
     /// key) then cost one seek and a few steps instead of a point read each. Ids
     /// scattered among stored documents would need a seek each, dearer than a point
-    /// read through the bloom filters, so after a few such seeks the rest are read one
-    /// by one.
+    /// read through the bloom filters, so once the walk has sought again for one id in
+    /// eight, the rest are read one by one.
     fn get_many(
         &self,
         collection: &CollectionName,
@@ -654,6 +654,8 @@ impl Store for RocksStore {
         let mut it = self.db.raw_iterator_cf_opt(self.cf(cf::DOCS), opts);
         it.seek(&keys[order[0]]);
         let (mut seeks_left, mut walking) = (ids.len() / 8, true);
+        // Each id moves the iterator to the first key from it on: a few steps forward,
+        // else a seek, else (out of seeks) the walk ends.
         let mut out: Vec<Option<Result<Option<DocState>>>> = ids.iter().map(|_| None).collect();
         for &i in &order {
             let key = keys[i].as_slice();
