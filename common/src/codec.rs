@@ -346,28 +346,38 @@ fn push_kind(out: &mut Vec<u8>, value: &serde_json::Value) {
         }
         Value::Array(_) => {
             out.push(LEAF_ARRAY);
-            // The array's JSON text, written in place after a one-byte length (the
-            // usual size); a longer length moves the text up.
-            let at = out.len();
-            out.push(0);
-            serde_json::to_writer(&mut *out, value).expect("writing JSON to a Vec cannot fail");
-            let len = out.len() - at - 1;
-            match u8::try_from(len) {
-                Ok(byte) if byte < 0x80 => out[at] = byte,
-                _ => {
-                    let (prefix, n) = varint(len as u64);
-                    out.splice(at..=at, prefix[..n].iter().copied());
-                }
-            }
+            // The array's JSON text, written in place.
+            push_length_prefixed(out, |out| {
+                serde_json::to_writer(out, value).expect("writing JSON to a Vec cannot fail");
+            });
         }
         Value::Object(_) => unreachable!("objects are maps, handled above"),
     }
 }
 
-/// A length-prefixed byte string, as postcard writes `str`.
-fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+/// A length-prefixed byte string, as postcard writes `str` and `[u8]`.
+pub fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     push_varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
+}
+
+/// Appends what `write` appends, preceded by its length as postcard writes the length
+/// of a byte string, without writing the bytes anywhere else first: one byte of length
+/// is reserved (the usual size), and a longer length moves the bytes up. Returns the
+/// length.
+pub fn push_length_prefixed(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> usize {
+    let at = out.len();
+    out.push(0);
+    write(out);
+    let len = out.len() - at - 1;
+    match u8::try_from(len) {
+        Ok(byte) if byte < 0x80 => out[at] = byte,
+        _ => {
+            let (prefix, n) = varint(len as u64);
+            out.splice(at..=at, prefix[..n].iter().copied());
+        }
+    }
+    len
 }
 
 /// An unsigned LEB128 varint, as postcard writes every integer wider than a byte: its
@@ -384,8 +394,9 @@ fn varint(mut value: u64) -> ([u8; 10], usize) {
     (bytes, n + 1)
 }
 
-/// Appends [`varint`]'s bytes.
-fn push_varint(out: &mut Vec<u8>, value: u64) {
+/// Appends an unsigned LEB128 varint, as postcard writes every integer wider than a
+/// byte.
+pub fn push_varint(out: &mut Vec<u8>, value: u64) {
     // Most varints of a document (lengths, path sharing, write numbers) are one byte.
     if value < 0x80 {
         out.push(value as u8);

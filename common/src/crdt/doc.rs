@@ -278,6 +278,13 @@ impl DocState {
         }
     }
 
+    /// An empty state, shared: for a hot path that needs a reference to one (a batch of
+    /// inserts would otherwise make and drop one per document).
+    pub fn empty() -> &'static Self {
+        static EMPTY: DocState = DocState::new();
+        &EMPTY
+    }
+
     /// A state from entries, in any order; hidden entries are dropped.
     pub fn from_entries(entries: impl IntoIterator<Item = (Path, Entry)>) -> Self {
         let mut state = Self::new();

@@ -48,10 +48,6 @@ const SCAN_PAGE: usize = 512;
 /// Uncommitted document states, by collection then id.
 pub(crate) type Overlay = BTreeMap<CollectionName, PendingDocs>;
 
-/// The state of a document nothing is known of (a static: an empty state is cheap to
-/// make, but a thousand-insert batch would make and drop one per document).
-static EMPTY_DOC: DocState = DocState::new();
-
 /// The pending documents of one collection, in the order the transaction first wrote
 /// them. Hashed rather than ordered: a transaction looks each id up on every write
 /// (thousands per commit when a batch inserts), and only scans need id order.
@@ -508,7 +504,7 @@ impl<'e> Tx<'e> {
             actor: self.actor,
             seq,
         };
-        let ctx = WriteContext::for_document(&EMPTY_DOC, self.clock.tick(self.wall_ms), dot);
+        let ctx = WriteContext::for_document(DocState::empty(), self.clock.tick(self.wall_ms), dot);
         let pending = match entries {
             Some(entries) => Pending::Inserted {
                 encoded: entries.stamp(ctx),

@@ -63,15 +63,7 @@ pub(crate) fn prepare_inserts<'p>(
 ) -> Vec<PreparedStatement<'p>> {
     let mut collections = Vec::with_capacity(statements.len());
     let mut counts = Vec::with_capacity(statements.len());
-    let mut jobs = Vec::with_capacity(
-        statements
-            .iter()
-            .map(|s| match s {
-                Statement::Insert(insert) => insert.documents.len(),
-                _ => 0,
-            })
-            .sum(),
-    );
+    let mut jobs = Vec::new();
     let mut last: Option<CollectionName> = None;
     for statement in statements {
         let Statement::Insert(insert) = statement else {
@@ -218,15 +210,8 @@ pub(crate) fn prepare<'p>(
     collection: &CollectionName,
     body: &'p Value,
 ) -> PreparedInsert<'p> {
-    let id = body.get("_id").map(DocId::from_json);
-    let stored = match &id {
-        Some(Ok(id)) => store.get(collection, id),
-        _ => Ok(None),
-    };
-    PreparedInsert {
-        body,
-        id,
-        stored,
-        entries: InsertEntries::encode(body),
-    }
+    prepare_block(store, &[Some((collection.clone(), body))])
+        .pop()
+        .flatten()
+        .expect("a block prepares each of its documents")
 }

@@ -26,7 +26,7 @@
 //! bytes, which is [`DocId`]'s own order.
 
 use serde_json::{Number, Value};
-use trellis_common::codec::decode_doc;
+use trellis_common::codec::{decode_doc, push_bytes, push_length_prefixed, push_varint};
 use trellis_common::crdt::{DocState, Dot, VersionVector};
 use trellis_common::ids::{ActorId, CollectionName, DocId};
 use trellis_common::sync::{DocLsns, Incarnation, Lsn, QueryId};
@@ -184,8 +184,8 @@ pub fn encode_change_run<'e>(
     let mut out = Vec::with_capacity(entries.size_hint().0 * 32);
     for (seq, collection, id) in entries {
         push_varint(&mut out, seq);
-        push_str(&mut out, collection.as_str());
-        push_str(&mut out, id.as_canonical());
+        push_bytes(&mut out, collection.as_str().as_bytes());
+        push_bytes(&mut out, id.as_canonical().as_bytes());
     }
     out
 }
@@ -242,26 +242,9 @@ pub fn encode_lsn_run<'e>(
             .checked_sub(first)
             .expect("a run's entries are not older than its key");
         push_varint(&mut out, offset);
-        push_str(&mut out, id.as_canonical());
+        push_bytes(&mut out, id.as_canonical().as_bytes());
     }
     out
-}
-
-/// Appends postcard's encoding of `value`: seven bits a byte, low bits first, the top
-/// bit set on every byte but the last. The runs are written by hand (a commit writes
-/// thousands of entries) and read back with postcard.
-fn push_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-/// Appends postcard's encoding of a string: its length, then its bytes.
-fn push_str(out: &mut Vec<u8>, text: &str) {
-    push_varint(out, text.len() as u64);
-    out.extend_from_slice(text.as_bytes());
 }
 
 /// Reads back [`encode_lsn_run`].
@@ -346,20 +329,12 @@ pub fn encode_doc_value(lsns: &DocLsns, state: &DocState, encoded_doc: &[u8]) ->
 pub fn write_doc_value(out: &mut Vec<u8>, lsns: &DocLsns, state: &DocState, encoded_doc: &[u8]) {
     out.clear();
     out.reserve(16 + encoded_doc.len());
-    // The change numbers go straight after a one-byte length, the usual size of that
-    // length (a new document's numbers take a dozen bytes); a longer length is
-    // written in front afterwards.
-    out.push(0);
-    lsns.encode(state, out);
-    let len = u32::try_from(out.len() - 1).expect("change numbers of one document fit in 4 GiB");
-    match u8::try_from(len) {
-        // postcard's varint of a number below 128 is that byte.
-        Ok(byte) if byte < 0x80 => out[0] = byte,
-        _ => {
-            let prefix = postcard::to_stdvec(&len).expect("writing to a Vec cannot fail");
-            out.splice(..1, prefix);
-        }
-    }
+    // The change numbers, after their length (read back as a `u32`).
+    let len = push_length_prefixed(out, |out| lsns.encode(state, out));
+    assert!(
+        u32::try_from(len).is_ok(),
+        "change numbers of one document fit in 4 GiB"
+    );
     out.extend_from_slice(encoded_doc);
 }
 

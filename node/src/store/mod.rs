@@ -495,6 +495,16 @@ impl IndexDef {
     }
 }
 
+/// [`Store::get`] of each of `ids`, one by one: what [`Store::get_many`] does unless a
+/// backend knows better.
+pub(crate) fn get_each<S: Store + ?Sized>(
+    store: &S,
+    collection: &CollectionName,
+    ids: &[&DocId],
+) -> Vec<Result<Option<DocState>>> {
+    ids.iter().map(|id| store.get(collection, id)).collect()
+}
+
 /// The document store. Synchronous and blocking: the engine calls it from its storage
 /// thread, never from the async runtime. Every method is safe to call from several
 /// threads; writes are serialised inside.
@@ -509,7 +519,7 @@ pub trait Store: BlobStore + Send + Sync {
         collection: &CollectionName,
         ids: &[&DocId],
     ) -> Vec<Result<Option<DocState>>> {
-        ids.iter().map(|id| self.get(collection, id)).collect()
+        get_each(self, collection, ids)
     }
 
     /// Up to `limit` stored documents of `collection` with ids after `after`, in id

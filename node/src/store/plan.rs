@@ -352,11 +352,11 @@ impl PlannedDoc<'_> {
     /// ([`keys::encode_doc_value`]) into `out`.
     pub(crate) fn write_stored_value(&self, out: &mut Vec<u8>) {
         let state = match &self.after {
-            After::State(state) => Cow::Borrowed(state.as_ref()),
+            After::State(state) => state.as_ref(),
             // A new document's change numbers name no entry: they need no state.
-            After::New(_) => Cow::Owned(DocState::new()),
+            After::New(_) => DocState::empty(),
         };
-        keys::write_doc_value(out, &self.lsns, &state, &self.encoded);
+        keys::write_doc_value(out, &self.lsns, state, &self.encoded);
     }
 }
 

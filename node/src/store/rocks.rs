@@ -26,7 +26,7 @@ use super::runs::{IndexEdits, RowEdit, RunSource, RunVisitor};
 use super::shadow::{self, ShadowWrites, ShadowsApplied};
 use super::{
     Applied, Durability, EncodedBounds, FORMAT_VERSION, IndexDef, Result, Store, StoreError,
-    WriteBatch, cf, dot_set,
+    WriteBatch, cf, dot_set, get_each,
 };
 
 /// Tuning of the RocksDB backend. The defaults suit a Raspberry Pi: a few tens of MiB of
@@ -644,7 +644,7 @@ impl Store for RocksStore {
         ids: &[&DocId],
     ) -> Vec<Result<Option<DocState>>> {
         if ids.len() < MIN_WALKED_IDS {
-            return ids.iter().map(|id| self.get(collection, id)).collect();
+            return get_each(self, collection, ids);
         }
         let keys: Vec<Vec<u8>> = ids.iter().map(|id| keys::doc_key(collection, id)).collect();
         let mut order: Vec<usize> = (0..ids.len()).collect();
@@ -686,7 +686,7 @@ impl Store for RocksStore {
         }
         if it.status().is_err() {
             // Whatever it answered after the error is unsure: read each one again.
-            return ids.iter().map(|id| self.get(collection, id)).collect();
+            return get_each(self, collection, ids);
         }
         out.into_iter().flatten().collect()
     }
@@ -834,7 +834,6 @@ impl Store for RocksStore {
         }
         *writer += 1;
         self.commit(wb, true)?;
-
         {
             let mut cached = self.cached.write();
             cached.version = plan.version.clone();
