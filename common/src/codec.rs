@@ -161,7 +161,7 @@ pub fn encode_doc(state: &DocState) -> Vec<u8> {
 /// cost more than the rest of an insert): a one-write table, then the entries in path
 /// order, each path sharing all but its last segment with the entry before it.
 pub fn encode_insert(ctx: WriteContext, body: &serde_json::Value) -> Option<Vec<u8>> {
-    Some(InsertEntries::encode(body)?.stamp(ctx))
+    Some(InsertEntries::encode(body)?.stamp(ctx).into_vec())
 }
 
 /// The entries of the document that inserting a body creates, encoded before the write
@@ -196,33 +196,62 @@ impl InsertEntries {
     }
 
     /// The document's encoding, every entry written by `ctx`: the header goes right
-    /// before the entries, in the room left for it.
-    pub fn stamp(self, ctx: WriteContext) -> Vec<u8> {
-        let mut header = [0u8; HEADER_ROOM];
-        let mut len = 0;
-        let mut put = |bytes: &[u8]| {
-            header[len..len + bytes.len()].copy_from_slice(bytes);
-            len += bytes.len();
-        };
-        put(&[0]); // DocEncoding::V1
-        put(&[1]); // the write table: one write
-        put(&ctx.stamp.actor.to_bytes());
-        for value in [
+    /// before the entries, in the room left for it, so the entries are not moved.
+    pub fn stamp(self, ctx: WriteContext) -> StampedInsert {
+        let varints = [
             ctx.stamp.hlc.physical_ms(),
             u64::from(ctx.stamp.hlc.logical()),
             ctx.dot.seq,
             self.entries as u64 + 1,
-        ] {
-            let (bytes, n) = varint(value);
-            put(&bytes[..n]);
+        ];
+        // Format, table length, actor, the varints, then the root entry.
+        let len = 2 + 8 + varints.iter().map(|v| varint_len(*v)).sum::<usize>() + 4;
+        let start = HEADER_ROOM - len;
+        let mut bytes = self.bytes;
+        let header = &mut bytes[start..HEADER_ROOM];
+        header[0] = 0; // DocEncoding::V1
+        header[1] = 1; // the write table: one write
+        header[2..10].copy_from_slice(&ctx.stamp.actor.to_bytes());
+        let mut at = 10;
+        for mut value in varints {
+            while value >= 0x80 {
+                header[at] = (value as u8) | 0x80;
+                value >>= 7;
+                at += 1;
+            }
+            header[at] = value as u8;
+            at += 1;
         }
         // The root: shares 0 segments, adds none, write 0, `Map`.
-        put(&[0, 0, 0, KIND_MAP]);
-        let mut bytes = self.bytes;
-        let start = HEADER_ROOM - len;
-        bytes[start..HEADER_ROOM].copy_from_slice(&header[..len]);
-        bytes.drain(..start);
-        bytes
+        header[at..].copy_from_slice(&[0, 0, 0, KIND_MAP]);
+        StampedInsert { bytes, start }
+    }
+}
+
+/// The encoding of an inserted document ([`InsertEntries::stamp`]): its bytes, after the
+/// part of the room for its header that it did not need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StampedInsert {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl StampedInsert {
+    /// The encoding.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+
+    /// The encoding, in a vector of its own (moving the bytes to its start).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        self.bytes.drain(..self.start);
+        self.bytes
+    }
+}
+
+impl From<Vec<u8>> for StampedInsert {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self { bytes, start: 0 }
     }
 }
 
@@ -356,6 +385,7 @@ fn push_kind(out: &mut Vec<u8>, value: &serde_json::Value) {
 }
 
 /// A length-prefixed byte string, as postcard writes `str` and `[u8]`.
+#[inline]
 pub fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     push_varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
@@ -394,16 +424,32 @@ fn varint(mut value: u64) -> ([u8; 10], usize) {
     (bytes, n + 1)
 }
 
+/// The number of bytes of [`varint`]`(value)`.
+fn varint_len(value: u64) -> usize {
+    let bits = 64 - (value | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
 /// Appends an unsigned LEB128 varint, as postcard writes every integer wider than a
-/// byte.
+/// byte. Inlined: most varints of a document (lengths, path sharing, write numbers) are
+/// one byte, and a call cost more than the push.
+#[inline]
 pub fn push_varint(out: &mut Vec<u8>, value: u64) {
-    // Most varints of a document (lengths, path sharing, write numbers) are one byte.
     if value < 0x80 {
         out.push(value as u8);
     } else {
-        let (bytes, n) = varint(value);
-        out.extend_from_slice(&bytes[..n]);
+        push_long_varint(out, value);
     }
+}
+
+#[inline(never)]
+fn push_long_varint(out: &mut Vec<u8>, mut value: u64) {
+    out.reserve(10);
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 /// Decodes a document state of any known format.

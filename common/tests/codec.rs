@@ -259,6 +259,28 @@ fn an_insert_holding_arrays_of_any_length_encodes_as_the_state_it_creates() {
     }
 }
 
+#[test]
+fn an_insert_stamped_with_numbers_of_every_varint_length_encodes_as_its_state() {
+    let small = json!({"a": 1});
+    // 200 fields: the entry count takes two bytes.
+    let wide: serde_json::Value = (0..200).map(|i| (format!("f{i}"), json!(i))).collect();
+    for body in [small, wide] {
+        for ms in [1, 127, 128, 16_384, (1 << 48) - 1] {
+            for logical in [0, 127, 128, u16::MAX] {
+                for seq in [1, 127, 128, 1 << 35, u64::MAX] {
+                    let ctx = insert_context(ms, logical, seq);
+                    let state = DocState::insert_delta(ctx, &body).unwrap();
+                    assert_eq!(
+                        encode_insert(ctx, &body),
+                        Some(encode_doc(&state)),
+                        "ms {ms}, logical {logical}, seq {seq}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 

@@ -97,7 +97,7 @@ fn as_new_docs(n: usize) -> WriteBatch {
         batch.push_new(NewDoc {
             collection: coll(),
             id,
-            encoded: encode_insert(ctx, &body).unwrap(),
+            encoded: encode_insert(ctx, &body).unwrap().into(),
             dot: ctx.dot,
             hlc: ctx.stamp.hlc,
         });

@@ -26,7 +26,7 @@ use std::ops::{Bound, ControlFlow};
 use indexmap::IndexMap;
 use serde_json::Value;
 use trellis_common::clock::{Clock, Hlc};
-use trellis_common::codec::{InsertEntries, decode_doc};
+use trellis_common::codec::{InsertEntries, StampedInsert, decode_doc};
 use trellis_common::crdt::{self, Crdt, DocState, Dot, JsonError, WriteContext};
 use trellis_common::delta::{Delta, DocChange};
 use trellis_common::ids::{ActorId, CollectionName, DocId};
@@ -37,7 +37,7 @@ use trellis_common::query::{
 
 use super::error::EngineError;
 use super::plan::{Plan, plan};
-use super::prepare::{PreparedInsert, PreparedStatement, prepare};
+use super::prepare::{PreparedInsert, prepare};
 use super::probe::Probe;
 use super::result::{Outcome, QueryResult};
 use crate::store::{IndexDef, NewDoc, Store, StoreError, WriteBatch};
@@ -67,7 +67,7 @@ pub(crate) enum Pending {
     /// Created by one insert and not written since: kept as the store will hold it
     /// (`codec::encode_insert`), decoded only if the transaction reads it again.
     Inserted {
-        encoded: Vec<u8>,
+        encoded: StampedInsert,
         dot: Dot,
         hlc: Hlc,
     },
@@ -78,7 +78,7 @@ impl Pending {
     fn state(&self, c: &CollectionName, id: &DocId) -> Result<Cow<'_, DocState>, EngineError> {
         match self {
             Pending::State { state, .. } => Ok(Cow::Borrowed(state)),
-            Pending::Inserted { encoded, .. } => decode_doc(encoded)
+            Pending::Inserted { encoded, .. } => decode_doc(encoded.as_bytes())
                 .map(Cow::Owned)
                 .map_err(|e| StoreError::corrupt_doc(c, id, e).into()),
         }
@@ -592,21 +592,23 @@ impl<'e> Tx<'e> {
 
     /// Runs an INSERT, binding its documents from `params` as it goes: a document that
     /// is a bare `:param` is read in place rather than copied into a bound statement.
-    /// `prepared` holds what [`prepare_inserts`](super::prepare::prepare_inserts) did
-    /// for it (it may be empty). Errors are those of
+    /// `collection` is the statement's, validated, if
+    /// [`prepare_inserts`](super::prepare::prepare_inserts) did it; `prepared` yields what
+    /// it did for each of the statement's documents in turn (`None`, or nothing at all,
+    /// for a document it left to this). Errors are those of
     /// [`Statement::bind`](trellis_common::query::Statement::bind).
-    pub(crate) fn insert(
+    pub(crate) fn insert<'p>(
         &mut self,
         insert: &Insert,
-        params: &Params,
-        prepared: PreparedStatement<'_>,
+        params: &'p Params,
+        collection: Option<CollectionName>,
+        prepared: &mut impl Iterator<Item = Option<PreparedInsert<'p>>>,
     ) -> Result<QueryResult, EngineError> {
-        let c = match prepared.collection {
+        let c = match collection {
             Some(c) => c,
-            None => collection(&insert.collection)?,
+            None => self::collection(&insert.collection)?,
         };
         let mut ids = Vec::with_capacity(insert.documents.len());
-        let mut prepared = prepared.documents.into_iter();
         for (i, doc) in insert.documents.iter().enumerate() {
             let number = i + 1;
             let bound;

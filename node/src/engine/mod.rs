@@ -52,7 +52,7 @@ pub use result::{Outcome, QueryResult};
 
 use exec::{Tx, View, collection, matching};
 use observe::{Changed, Registry};
-use prepare::{PreparedStatement, prepare_inserts};
+use prepare::{PreparedInserts, prepare_inserts};
 
 use crate::store::{
     Applied, AppliedDoc, IndexDef, ShadowsApplied, Store, StoreError, WARN_DOC_BYTES, WriteBatch,
@@ -293,16 +293,22 @@ impl Engine {
             })
             .sum();
         let mut tx = Tx::new(&*self.store, self.actor, &mut writer.clock, wall, documents);
-        let prepared = prepare_inserts(&*self.store, statements, params);
+        let mut prepared = prepare_inserts(&*self.store, statements, params);
+        let mut collections = std::mem::take(&mut prepared.collections).into_iter();
         let mut results = Vec::with_capacity(statements.len());
-        for (statement, prepared) in statements.iter().zip(prepared) {
+        for statement in statements {
+            let collection = collections.next().flatten();
             let result = match statement {
                 // Binds its documents in place (they can be large).
-                Statement::Insert(insert) => tx.insert(insert, params, prepared)?,
+                Statement::Insert(insert) => {
+                    tx.insert(insert, params, collection, &mut prepared.documents)?
+                }
                 other => match other.bind(params)? {
                     Statement::Select(s) => tx.select(&s)?,
                     Statement::Explain(s) => tx.explain(&s)?,
-                    Statement::Insert(i) => tx.insert(&i, params, PreparedStatement::default())?,
+                    Statement::Insert(i) => {
+                        tx.insert(&i, params, None, &mut PreparedInserts::none().documents)?
+                    }
                     Statement::Update(u) => tx.update(&u)?,
                     Statement::Delete(r) => tx.delete(&r)?,
                     Statement::Evict(_) | Statement::CreateIndex(_) | Statement::DropIndex(_) => {
@@ -318,9 +324,9 @@ impl Engine {
         if batch.is_empty() {
             return Ok(results);
         }
-        // Observers are the only readers of the states `apply` can return.
+        // Observers are the only readers of the documents `apply` lists.
         if writer.observers.len() == 0 {
-            batch = batch.without_states();
+            batch = batch.without_docs();
         }
         let applied = self.store.apply(&batch)?;
         attach_warnings(&applied, statements, &mut results);

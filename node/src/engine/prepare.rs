@@ -44,31 +44,42 @@ pub(crate) struct PreparedInsert<'p> {
     pub(crate) entries: Option<InsertEntries>,
 }
 
-/// A statement, prepared: for an INSERT, its collection validated (`None` when the
-/// name is invalid, the statement's error to report) and one entry per document
+/// The INSERT statements of a transaction, prepared: for each statement its collection
+/// validated (`None` when the name is invalid, the statement's error to report, or for
+/// other statements), and for each document of the INSERTs in turn its preparation
 /// (`None`: a document the statement binds itself, such as an expression or a
-/// parameter that is not an object); nothing for other statements.
-#[derive(Debug, Default)]
-pub(crate) struct PreparedStatement<'p> {
-    pub(crate) collection: Option<CollectionName>,
-    pub(crate) documents: Vec<Option<PreparedInsert<'p>>>,
+/// parameter that is not an object). [`Tx::insert`](super::exec::Tx::insert) takes an
+/// INSERT's documents from the front.
+#[derive(Debug)]
+pub(crate) struct PreparedInserts<'p> {
+    pub(crate) collections: Vec<Option<CollectionName>>,
+    pub(crate) documents: std::vec::IntoIter<Option<PreparedInsert<'p>>>,
 }
 
-/// Prepares the documents of the INSERT statements among `statements`: one
-/// [`PreparedStatement`] per statement.
+impl PreparedInserts<'_> {
+    /// Nothing prepared: every document is prepared as its statement runs.
+    pub(crate) fn none() -> Self {
+        Self {
+            collections: Vec::new(),
+            documents: Vec::new().into_iter(),
+        }
+    }
+}
+
+/// A document to prepare: its collection, and the expression the INSERT gives it as.
+type Job<'c, 'p> = Option<(&'c CollectionName, &'p Expr)>;
+
+/// Prepares the documents of the INSERT statements among `statements`.
 pub(crate) fn prepare_inserts<'p>(
     store: &dyn Store,
     statements: &'p [Statement],
     params: &'p Params,
-) -> Vec<PreparedStatement<'p>> {
-    let mut collections = Vec::with_capacity(statements.len());
-    let mut counts = Vec::with_capacity(statements.len());
-    let mut jobs = Vec::new();
+) -> PreparedInserts<'p> {
+    let mut collections: Vec<Option<CollectionName>> = Vec::with_capacity(statements.len());
     let mut last: Option<CollectionName> = None;
     for statement in statements {
         let Statement::Insert(insert) = statement else {
             collections.push(None);
-            counts.push(0);
             continue;
         };
         // Validated once for a run of statements naming it (a batch names one in all).
@@ -77,35 +88,37 @@ pub(crate) fn prepare_inserts<'p>(
             _ => CollectionName::new(&insert.collection).ok(),
         };
         last.clone_from(&collection);
-        counts.push(insert.documents.len());
-        jobs.extend(insert.documents.iter().map(|doc| {
-            let body = match doc {
-                Expr::Param(name) => params.get(name),
-                Expr::Literal(body) => Some(body),
-                _ => None,
-            };
-            collection.clone().zip(body.filter(|body| body.is_object()))
-        }));
         collections.push(collection);
     }
-    let mut prepared = prepare_all(store, &jobs).into_iter();
-    collections
-        .into_iter()
-        .zip(counts)
-        .map(|(collection, count)| PreparedStatement {
-            collection,
-            documents: prepared.by_ref().take(count).collect(),
+    let jobs: Vec<Job<'_, 'p>> = statements
+        .iter()
+        .zip(&collections)
+        .filter_map(|(statement, collection)| match statement {
+            Statement::Insert(insert) => Some((insert, collection)),
+            _ => None,
         })
-        .collect()
+        .flat_map(|(insert, collection)| {
+            insert
+                .documents
+                .iter()
+                .map(move |doc| collection.as_ref().map(|c| (c, doc)))
+        })
+        .collect();
+    let documents = prepare_all(store, params, &jobs);
+    PreparedInserts {
+        collections,
+        documents: documents.into_iter(),
+    }
 }
 
 /// Prepares every job, in order, spread over threads when there are enough.
 fn prepare_all<'p>(
     store: &dyn Store,
-    jobs: &[Option<(CollectionName, &'p Value)>],
+    params: &'p Params,
+    jobs: &[Job<'_, 'p>],
 ) -> Vec<Option<PreparedInsert<'p>>> {
     if jobs.len() < 2 * DOCS_PER_THREAD {
-        return prepare_some(store, jobs);
+        return prepare_some(store, params, jobs);
     }
     // Asked once: the answer reads the process's CPU quota from files.
     static AVAILABLE: OnceLock<usize> = OnceLock::new();
@@ -113,7 +126,7 @@ fn prepare_all<'p>(
         *AVAILABLE.get_or_init(|| thread::available_parallelism().map_or(1, NonZeroUsize::get));
     let threads = available.min(MAX_THREADS).min(jobs.len() / DOCS_PER_THREAD);
     if threads <= 1 {
-        return prepare_some(store, jobs);
+        return prepare_some(store, params, jobs);
     }
     let chunk = jobs.len().div_ceil(threads);
     thread::scope(|scope| {
@@ -125,12 +138,12 @@ fn prepare_all<'p>(
             .map(|jobs| {
                 let thread = thread::Builder::new()
                     .name("trellis-prepare".into())
-                    .spawn_scoped(scope, move || prepare_some(store, jobs));
+                    .spawn_scoped(scope, move || prepare_some(store, params, jobs));
                 (jobs, thread.ok())
             })
             .collect();
         let mut prepared = Vec::with_capacity(jobs.len());
-        prepared.extend(prepare_some(store, first));
+        prepared.extend(prepare_some(store, params, first));
         for (jobs, thread) in others {
             match thread {
                 Some(thread) => prepared.extend(
@@ -138,7 +151,7 @@ fn prepare_all<'p>(
                         .join()
                         .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
                 ),
-                None => prepared.extend(prepare_some(store, jobs)),
+                None => prepared.extend(prepare_some(store, params, jobs)),
             }
         }
         prepared
@@ -148,11 +161,24 @@ fn prepare_all<'p>(
 /// Prepares `jobs` in blocks, each block's ids read together.
 fn prepare_some<'p>(
     store: &dyn Store,
-    jobs: &[Option<(CollectionName, &'p Value)>],
+    params: &'p Params,
+    jobs: &[Job<'_, 'p>],
 ) -> Vec<Option<PreparedInsert<'p>>> {
     let mut prepared = Vec::with_capacity(jobs.len());
     for block in jobs.chunks(READ_TOGETHER) {
-        prepared.extend(prepare_block(store, block));
+        let bodies: Vec<_> = block
+            .iter()
+            .map(|job| {
+                let (collection, doc) = (*job)?;
+                let body = match doc {
+                    Expr::Param(name) => params.get(name)?,
+                    Expr::Literal(body) => body,
+                    _ => return None,
+                };
+                body.is_object().then_some((collection, body))
+            })
+            .collect();
+        prepared.extend(prepare_block(store, &bodies));
     }
     prepared
 }
@@ -161,7 +187,7 @@ fn prepare_some<'p>(
 /// batch names one).
 fn prepare_block<'p>(
     store: &dyn Store,
-    jobs: &[Option<(CollectionName, &'p Value)>],
+    jobs: &[Option<(&CollectionName, &'p Value)>],
 ) -> Vec<Option<PreparedInsert<'p>>> {
     let ids: Vec<Option<Result<DocId, IdError>>> = jobs
         .iter()
@@ -175,7 +201,7 @@ fn prepare_block<'p>(
         .zip(&ids)
         .enumerate()
         .filter_map(|(i, (job, id))| match (job, id) {
-            (Some((collection, _)), Some(Ok(id))) => Some((i, collection, id)),
+            (Some((collection, _)), Some(Ok(id))) => Some((i, *collection, id)),
             _ => None,
         })
         .collect();
@@ -210,7 +236,7 @@ pub(crate) fn prepare<'p>(
     collection: &CollectionName,
     body: &'p Value,
 ) -> PreparedInsert<'p> {
-    prepare_block(store, &[Some((collection.clone(), body))])
+    prepare_block(store, &[Some((collection, body))])
         .pop()
         .flatten()
         .expect("a block prepares each of its documents")

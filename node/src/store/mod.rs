@@ -98,6 +98,7 @@ use std::ops::Bound;
 
 use serde_json::Value;
 use trellis_common::clock::Hlc;
+use trellis_common::codec::StampedInsert;
 use trellis_common::crdt::{DocState, Dot, VersionVector};
 use trellis_common::delta::{Delta, DocChange};
 use trellis_common::ids::{CollectionName, DocId};
@@ -183,7 +184,9 @@ pub enum Durability {
 ///   bypasses the engine and writes to the store directly, in which case the hints are
 ///   dropped and the documents read as usual.
 /// - [`WriteBatch::without_states`]: the caller does not need the before and after
-///   states of [`Applied::docs`] (the engine, when no observer is registered).
+///   states of [`Applied::docs`] (sync, which needs only which documents changed).
+/// - [`WriteBatch::without_docs`]: the caller does not need [`Applied::docs`] at all
+///   (the engine's transactions, when no observer is registered).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
     deltas: Vec<Delta>,
@@ -192,6 +195,7 @@ pub struct WriteBatch {
     absent: Vec<bool>,
     absent_at: Option<u64>,
     omit_states: bool,
+    omit_docs: bool,
     bookmarks: Vec<(Incarnation, QueryId, Lsn)>,
     new_docs: Vec<NewDoc>,
 }
@@ -234,6 +238,13 @@ impl WriteBatch {
     /// has `before: None` and an empty `after` (its collection and id are right).
     pub fn without_states(mut self) -> Self {
         self.omit_states = true;
+        self
+    }
+
+    /// Asks [`Store::apply`] not to list the documents it changed: [`Applied::docs`] is
+    /// then empty. Saves a copy of every id of a large batch nobody would read.
+    pub fn without_docs(mut self) -> Self {
+        self.omit_docs = true;
         self
     }
 
@@ -307,6 +318,11 @@ impl WriteBatch {
         !self.omit_states
     }
 
+    /// Whether [`Applied::docs`] lists the documents that changed.
+    pub fn wants_docs(&self) -> bool {
+        !self.omit_docs
+    }
+
     /// The absence flags, if they were recorded at `generation` (the store's current
     /// one); `None` when they cannot be trusted.
     pub(crate) fn absent_at(&self, generation: Option<u64>) -> Option<&[bool]> {
@@ -344,7 +360,7 @@ pub struct NewDoc {
     /// The document's id.
     pub id: DocId,
     /// The encoded state (`codec::encode_doc`'s format).
-    pub encoded: Vec<u8>,
+    pub encoded: StampedInsert,
     /// The insert's dot, which every entry of the document carries.
     pub dot: Dot,
     /// The insert's timestamp, which every entry carries.
@@ -354,7 +370,7 @@ pub struct NewDoc {
 impl NewDoc {
     /// The document's state, decoded.
     pub fn state(&self) -> Result<DocState> {
-        trellis_common::codec::decode_doc(&self.encoded)
+        trellis_common::codec::decode_doc(self.encoded.as_bytes())
             .map_err(|e| StoreError::corrupt_doc(&self.collection, &self.id, e))
     }
 }
@@ -409,7 +425,8 @@ pub struct SizeWarning {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Applied {
     /// Each document whose stored state changed, in (collection, id) order; documents
-    /// the batch did not change (duplicates, stale fragments) are not listed.
+    /// the batch did not change (duplicates, stale fragments) are not listed. Empty
+    /// when the batch asked for no list ([`WriteBatch::without_docs`]).
     pub docs: Vec<AppliedDoc>,
     /// Per delta of the batch, whether the version vector advanced to its `until`.
     pub advanced: Vec<bool>,

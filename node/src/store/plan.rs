@@ -37,6 +37,8 @@ pub(crate) struct Plan<'b> {
     pub(crate) warnings: Vec<SizeWarning>,
     /// Whether [`Plan::into_applied`] reports document states.
     states: bool,
+    /// Whether [`Plan::into_applied`] lists the documents at all.
+    listed: bool,
 }
 
 /// A document's state after the batch.
@@ -242,7 +244,7 @@ pub(crate) fn plan_apply<'b>(
         };
         let encoded = match &after {
             After::State(state) => Cow::Owned(encode_doc(state)),
-            After::New(new) => Cow::Borrowed(new.encoded.as_slice()),
+            After::New(new) => Cow::Borrowed(new.encoded.as_bytes()),
         };
         if encoded.len() > MAX_DOC_BYTES {
             return Err(StoreError::DocumentTooLarge {
@@ -316,6 +318,7 @@ pub(crate) fn plan_apply<'b>(
         lsn: next_lsn,
         warnings,
         states: batch.wants_states(),
+        listed: batch.wants_docs(),
     })
 }
 
@@ -365,8 +368,9 @@ impl Plan<'_> {
     /// document the caller asked states of does not decode.
     pub(crate) fn into_applied(self) -> Result<Applied> {
         let states = self.states;
-        let mut docs = Vec::with_capacity(self.docs.len());
-        for d in self.docs {
+        let listed = if self.listed { self.docs.len() } else { 0 };
+        let mut docs = Vec::with_capacity(listed);
+        for d in self.docs.into_iter().take(listed) {
             docs.push(AppliedDoc {
                 collection: d.collection.clone(),
                 id: d.id.clone(),
@@ -470,6 +474,12 @@ mod tests {
         let applied = plan(&without).unwrap().into_applied().unwrap();
         assert!(applied.docs[0].after.is_empty() && applied.docs[0].before.is_none());
         assert_eq!(applied.docs[0].id, with.docs[0].id);
+        let without_docs = batch.clone().without_docs();
+        let unlisted = plan(&without_docs).unwrap();
+        assert_eq!(unlisted.docs.len(), 1, "the document is still written");
+        let applied = unlisted.into_applied().unwrap();
+        assert!(applied.docs.is_empty());
+        assert_eq!(applied.lsn, with.lsn);
     }
 
     fn dot(actor: u64, seq: u64) -> Dot {
