@@ -615,6 +615,7 @@ impl<'e> Tx<'e> {
             let PreparedInsert {
                 body,
                 id,
+                id_json,
                 stored,
                 entries,
             } = match prepared.next().flatten() {
@@ -650,8 +651,9 @@ impl<'e> Tx<'e> {
                 // A fresh random id is stored nowhere yet: nothing to read.
                 None => (DocId::generate(), None),
             };
+            let id_json = id_json.unwrap_or_else(|| id.to_json());
             let Some(current) = current.filter(|state| !state.is_empty()) else {
-                ids.push(id.to_json());
+                ids.push(id_json);
                 self.insert_new(&c, id, body, entries)?;
                 continue;
             };
@@ -677,7 +679,7 @@ impl<'e> Tx<'e> {
             } else {
                 self.write(&c, &id, current, |_, ctx| DocState::insert_delta(ctx, body))?;
             }
-            ids.push(id.to_json());
+            ids.push(id_json);
         }
         Ok(QueryResult::new(Outcome::Mutated { ids }))
     }

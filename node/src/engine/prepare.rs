@@ -37,6 +37,8 @@ pub(crate) struct PreparedInsert<'p> {
     pub(crate) body: &'p Value,
     /// Its `_id`, validated; `None` when it gives none.
     pub(crate) id: Option<Result<DocId, IdError>>,
+    /// That id as JSON, as the statement's result lists it (when it is valid).
+    pub(crate) id_json: Option<Value>,
     /// What the store held under that id when the transaction started (`Ok(None)`
     /// when there is no valid id to read).
     pub(crate) stored: Result<Option<DocState>, StoreError>,
@@ -222,6 +224,7 @@ fn prepare_block<'p>(
             let (_, body) = job.as_ref()?;
             Some(PreparedInsert {
                 body,
+                id_json: id.as_ref().and_then(|id| Some(id.as_ref().ok()?.to_json())),
                 id,
                 stored,
                 entries: InsertEntries::encode(body),

@@ -198,16 +198,17 @@ pub(crate) fn plan_apply<'b>(
     // Grouped by document. Stable, so a document's first write decides whether it is
     // read; cheap, as a batch usually comes in document order already.
     writes.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut working = Vec::with_capacity(writes.len());
+    let mut docs = Vec::with_capacity(writes.len());
+    let mut warnings = Vec::new();
     for group in writes.chunk_by(|a, b| a.0 == b.0) {
         let ((collection, id), first) = group[0];
-        let before = if first.known_absent() {
+        let stored = if first.known_absent() {
             None
         } else {
             read(collection, id)?
         };
         // Merging into nothing is a copy: borrow the first write instead.
-        let mut after = match (&before, first) {
+        let mut after = match (&stored, first) {
             (None, Write::Change(state, _)) => After::State(Cow::Borrowed(state)),
             (None, Write::New(new, _)) => After::New(new),
             (Some((before, _)), write) => {
@@ -219,12 +220,6 @@ pub(crate) fn plan_apply<'b>(
         for (_, write) in &group[1..] {
             after.to_mut()?.merge(&*write.state()?);
         }
-        working.push(((collection, id), (before, after)));
-    }
-
-    let mut docs = Vec::with_capacity(working.len());
-    let mut warnings = Vec::new();
-    for ((collection, id), (stored, after)) in working {
         let unchanged = match (&stored, &after) {
             (_, After::New(_)) => false,
             (Some((before, _)), After::State(after)) => *before == **after,
