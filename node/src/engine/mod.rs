@@ -52,7 +52,7 @@ pub use result::{Outcome, QueryResult};
 
 use exec::{Tx, View, collection, matching};
 use observe::{Changed, Registry};
-use prepare::{PreparedInserts, prepare_inserts};
+use prepare::prepare_inserts;
 
 use crate::store::{
     Applied, AppliedDoc, IndexDef, ShadowsApplied, Store, StoreError, WARN_DOC_BYTES, WriteBatch,
@@ -306,9 +306,7 @@ impl Engine {
                 other => match other.bind(params)? {
                     Statement::Select(s) => tx.select(&s)?,
                     Statement::Explain(s) => tx.explain(&s)?,
-                    Statement::Insert(i) => {
-                        tx.insert(&i, params, None, &mut PreparedInserts::none().documents)?
-                    }
+                    Statement::Insert(i) => tx.insert(&i, params, None, &mut std::iter::empty())?,
                     Statement::Update(u) => tx.update(&u)?,
                     Statement::Delete(r) => tx.delete(&r)?,
                     Statement::Evict(_) | Statement::CreateIndex(_) | Statement::DropIndex(_) => {

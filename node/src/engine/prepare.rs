@@ -58,16 +58,6 @@ pub(crate) struct PreparedInserts<'p> {
     pub(crate) documents: std::vec::IntoIter<Option<PreparedInsert<'p>>>,
 }
 
-impl PreparedInserts<'_> {
-    /// Nothing prepared: every document is prepared as its statement runs.
-    pub(crate) fn none() -> Self {
-        Self {
-            collections: Vec::new(),
-            documents: Vec::new().into_iter(),
-        }
-    }
-}
-
 /// A document to prepare: its collection, and the expression the INSERT gives it as.
 type Job<'c, 'p> = Option<(&'c CollectionName, &'p Expr)>;
 
