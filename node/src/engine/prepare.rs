@@ -109,55 +109,70 @@ fn prepare_all<'p>(
     params: &'p Params,
     jobs: &[Job<'_, 'p>],
 ) -> Vec<Option<PreparedInsert<'p>>> {
-    if jobs.len() < 2 * DOCS_PER_THREAD {
-        return prepare_some(store, params, jobs);
-    }
+    // Each thread fills its own part in place: a thousand prepared documents are worth
+    // not copying from one vector into another.
+    let mut prepared: Vec<Option<PreparedInsert<'p>>> =
+        std::iter::repeat_with(|| None).take(jobs.len()).collect();
     // Asked once: the answer reads the process's CPU quota from files.
     static AVAILABLE: OnceLock<usize> = OnceLock::new();
-    let available =
-        *AVAILABLE.get_or_init(|| thread::available_parallelism().map_or(1, NonZeroUsize::get));
-    let threads = available.min(MAX_THREADS).min(jobs.len() / DOCS_PER_THREAD);
+    let threads = if jobs.len() < 2 * DOCS_PER_THREAD {
+        1
+    } else {
+        let available =
+            *AVAILABLE.get_or_init(|| thread::available_parallelism().map_or(1, NonZeroUsize::get));
+        available.min(MAX_THREADS).min(jobs.len() / DOCS_PER_THREAD)
+    };
     if threads <= 1 {
-        return prepare_some(store, params, jobs);
+        prepare_some(store, params, jobs, &mut prepared);
+        return prepared;
     }
     let chunk = jobs.len().div_ceil(threads);
+    // Parts whose thread the system refused (a small device at its limit): this thread
+    // prepares them once the others are done.
+    let mut refused = Vec::new();
     thread::scope(|scope| {
-        let mut chunks = jobs.chunks(chunk);
-        let first = chunks.next().unwrap_or_default();
-        // A thread the system refuses (a small device at its limit) leaves its share to
-        // this one.
-        let others: Vec<_> = chunks
-            .map(|jobs| {
-                let thread = thread::Builder::new()
-                    .name("trellis-prepare".into())
-                    .spawn_scoped(scope, move || prepare_some(store, params, jobs));
-                (jobs, thread.ok())
-            })
-            .collect();
-        let mut prepared = Vec::with_capacity(jobs.len());
-        prepared.extend(prepare_some(store, params, first));
-        for (jobs, thread) in others {
-            match thread {
-                Some(thread) => prepared.extend(
-                    thread
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                ),
-                None => prepared.extend(prepare_some(store, params, jobs)),
+        let mut parts = jobs
+            .chunks(chunk)
+            .zip(prepared.chunks_mut(chunk))
+            .enumerate();
+        let first = parts.next();
+        let mut helpers = Vec::with_capacity(threads - 1);
+        for (part, (jobs, out)) in parts {
+            match thread::Builder::new()
+                .name("trellis-prepare".into())
+                .spawn_scoped(scope, move || prepare_some(store, params, jobs, out))
+            {
+                Ok(helper) => helpers.push(helper),
+                Err(_) => refused.push(part),
             }
         }
-        prepared
-    })
+        if let Some((_, (jobs, out))) = first {
+            prepare_some(store, params, jobs, out);
+        }
+        for helper in helpers {
+            helper
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        }
+    });
+    for part in refused {
+        let range = part * chunk..((part + 1) * chunk).min(jobs.len());
+        prepare_some(store, params, &jobs[range.clone()], &mut prepared[range]);
+    }
+    prepared
 }
 
-/// Prepares `jobs` in blocks, each block's ids read together.
+/// Prepares `jobs` into `out` (as long), in blocks, each block's ids read together.
 fn prepare_some<'p>(
     store: &dyn Store,
     params: &'p Params,
     jobs: &[Job<'_, 'p>],
-) -> Vec<Option<PreparedInsert<'p>>> {
-    let mut prepared = Vec::with_capacity(jobs.len());
-    for block in jobs.chunks(READ_TOGETHER) {
+    out: &mut [Option<PreparedInsert<'p>>],
+) {
+    for (block, out) in jobs
+        .chunks(READ_TOGETHER)
+        .zip(out.chunks_mut(READ_TOGETHER))
+    {
         let bodies: Vec<_> = block
             .iter()
             .map(|job| {
@@ -170,17 +185,17 @@ fn prepare_some<'p>(
                 body.is_object().then_some((collection, body))
             })
             .collect();
-        prepared.extend(prepare_block(store, &bodies));
+        prepare_block(store, &bodies, out);
     }
-    prepared
 }
 
-/// Prepares a block of documents: their ids read together, collection by collection (a
-/// batch names one).
+/// Prepares a block of documents into `out` (as long): their ids read together,
+/// collection by collection (a batch names one).
 fn prepare_block<'p>(
     store: &dyn Store,
     jobs: &[Option<(&CollectionName, &'p Value)>],
-) -> Vec<Option<PreparedInsert<'p>>> {
+    out: &mut [Option<PreparedInsert<'p>>],
+) {
     let ids: Vec<Option<Result<DocId, IdError>>> = jobs
         .iter()
         .map(|job| {
@@ -207,20 +222,16 @@ fn prepare_block<'p>(
             stored[*i] = found;
         }
     }
-    jobs.iter()
-        .zip(ids)
-        .zip(stored)
-        .map(|((job, id), stored)| {
-            let (_, body) = job.as_ref()?;
-            Some(PreparedInsert {
-                body,
-                id_json: id.as_ref().and_then(|id| Some(id.as_ref().ok()?.to_json())),
-                id,
-                stored,
-                entries: InsertEntries::encode(body),
-            })
-        })
-        .collect()
+    for (((job, id), stored), out) in jobs.iter().zip(ids).zip(stored).zip(out) {
+        let Some((_, body)) = job else { continue };
+        *out = Some(PreparedInsert {
+            body,
+            id_json: id.as_ref().and_then(|id| Some(id.as_ref().ok()?.to_json())),
+            id,
+            stored,
+            entries: InsertEntries::encode(body),
+        });
+    }
 }
 
 /// Prepares one document (an object) of an INSERT into `collection`.
@@ -229,8 +240,8 @@ pub(crate) fn prepare<'p>(
     collection: &CollectionName,
     body: &'p Value,
 ) -> PreparedInsert<'p> {
-    prepare_block(store, &[Some((collection, body))])
-        .pop()
-        .flatten()
-        .expect("a block prepares each of its documents")
+    let mut out = [None];
+    prepare_block(store, &[Some((collection, body))], &mut out);
+    let [prepared] = out;
+    prepared.expect("a block prepares each of its documents")
 }
