@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(cars.cmp(&separate), Equal);
         assert_eq!(cars.cmp(&boats), Greater);
         assert_eq!(boats.cmp(&separate), Less);
-        let mut names = vec![separate, boats.clone(), shared, cars];
+        let mut names = [separate, boats.clone(), shared, cars];
         names.sort();
         assert_eq!(
             names.iter().map(CollectionName::as_str).collect::<Vec<_>>(),
