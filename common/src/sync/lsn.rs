@@ -268,16 +268,9 @@ mod tests {
     #[test]
     fn a_new_documents_numbers_are_written_as_postcard_writes_them() {
         let doc = DocState::insert_delta(ctx(10, 1), &json!({"a": 1})).unwrap();
-        for lsn in [
-            0,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
+        // Either side of every varint length: 2^(7k) - 1 and 2^(7k).
+        let lengths = (1..10).flat_map(|k| [(1u64 << (7 * k)) - 1, 1 << (7 * k)]);
+        for lsn in [0, u64::MAX].into_iter().chain(lengths) {
             let mut bytes = vec![7];
             DocLsns::new(lsn).encode(&doc, &mut bytes);
             let stored = Stored::V1 {
