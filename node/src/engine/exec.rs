@@ -644,7 +644,7 @@ impl<'e> Tx<'e> {
                     // What this transaction wrote, or else what the store holds.
                     let current = match self.view().pending_state(&c, &id)? {
                         Some(state) => Some(state),
-                        None => stored?,
+                        None => stored.map_err(|e| *e)?,
                     };
                     (id, current)
                 }

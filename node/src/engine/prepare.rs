@@ -41,7 +41,8 @@ pub(crate) struct PreparedInsert<'p> {
     pub(crate) id_json: Option<Value>,
     /// What the store held under that id when the transaction started (`Ok(None)`
     /// when there is no valid id to read).
-    pub(crate) stored: Result<Option<DocState>, StoreError>,
+    /// The error is boxed: it is rare, and this is moved several times per document.
+    pub(crate) stored: Result<Option<DocState>, Box<StoreError>>,
     /// Its entries, encoded; `None` when they cannot be (building the state says why).
     pub(crate) entries: Option<InsertEntries>,
 }
@@ -213,13 +214,13 @@ fn prepare_block<'p>(
         })
         .collect();
     to_read.sort_by(|a, b| a.1.cmp(b.1));
-    let mut stored: Vec<Result<Option<DocState>, StoreError>> =
+    let mut stored: Vec<Result<Option<DocState>, Box<StoreError>>> =
         jobs.iter().map(|_| Ok(None)).collect();
     for group in to_read.chunk_by(|a, b| a.1 == b.1) {
         let group_ids: Vec<&DocId> = group.iter().map(|(_, _, id)| *id).collect();
         let found = store.get_many(group[0].1, &group_ids);
         for ((i, _, _), found) in group.iter().zip(found) {
-            stored[*i] = found;
+            stored[*i] = found.map_err(Box::new);
         }
     }
     for (((job, id), stored), out) in jobs.iter().zip(ids).zip(stored).zip(out) {

@@ -206,8 +206,8 @@ impl Store for MemoryStore {
             for dot in &doc.dots_removed {
                 inner.remove_change(*dot, &key);
             }
-            for dot in &doc.dots_added {
-                inner.add_change(*dot, &key);
+            for dot in doc.dots_added() {
+                inner.add_change(dot, &key);
             }
             for (name, value) in &doc.index_removed {
                 inner.remove_index_entry(name, value, doc.id);

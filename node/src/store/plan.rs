@@ -92,8 +92,9 @@ pub(crate) struct PlannedDoc<'b> {
     pub(crate) lsns: DocLsns,
     /// `encode_doc` of the state after the batch.
     pub(crate) encoded: Cow<'b, [u8]>,
-    /// Writes the document now holds that it did not, in order.
-    pub(crate) dots_added: Vec<Dot>,
+    /// Writes the document now holds that it did not, in order, but for a new
+    /// document's one write: see [`PlannedDoc::dots_added`].
+    added: Vec<Dot>,
     /// Writes it held and no longer does (superseded), in order.
     pub(crate) dots_removed: Vec<Dot>,
     /// `(index name, encoded value)` entries to remove.
@@ -265,7 +266,8 @@ pub(crate) fn plan_apply<'b>(
         }
         let (dots_added, dots_removed) = match (&before, &after) {
             // Every entry of a new document is its insert's.
-            (_, After::New(new)) => (vec![new.dot], Vec::new()),
+            // (its dot, which `dots_added` gives without a vector of its own).
+            (_, After::New(_)) => (Vec::new(), Vec::new()),
             // A document new to the store adds every write it holds.
             (None, After::State(after)) => (sorted_dots(after), Vec::new()),
             (Some(before), After::State(after)) => {
@@ -297,7 +299,7 @@ pub(crate) fn plan_apply<'b>(
             old_lsn,
             lsns,
             encoded,
-            dots_added,
+            added: dots_added,
             dots_removed,
             index_removed,
             index_added,
@@ -346,6 +348,15 @@ fn sorted_difference(old: &[Dot], new: &[Dot]) -> (Vec<Dot>, Vec<Dot>) {
 }
 
 impl PlannedDoc<'_> {
+    /// Writes the document now holds that it did not, in order.
+    pub(crate) fn dots_added(&self) -> impl Iterator<Item = Dot> + '_ {
+        let new = match &self.after {
+            After::New(new) => Some(new.dot),
+            After::State(_) => None,
+        };
+        new.into_iter().chain(self.added.iter().copied())
+    }
+
     /// Writes the document's value in the `docs` column family
     /// ([`keys::encode_doc_value`]) into `out`.
     pub(crate) fn write_stored_value(&self, out: &mut Vec<u8>) {
@@ -438,7 +449,7 @@ mod tests {
         .unwrap();
         assert_eq!(plan.docs.len(), 1);
         assert!(plan.docs[0].before.is_none());
-        assert_eq!(plan.docs[0].dots_added.len(), 1);
+        assert_eq!(plan.docs[0].dots_added().count(), 1);
     }
 
     #[test]

@@ -786,8 +786,8 @@ impl Store for RocksStore {
             for dot in &doc.dots_removed {
                 edits.remove_change(*dot, collection, id);
             }
-            for dot in &doc.dots_added {
-                edits.add_change(*dot, collection, id);
+            for dot in doc.dots_added() {
+                edits.add_change(dot, collection, id);
             }
             for (name, value) in &doc.index_removed {
                 wb.delete_cf(indexes, keys::index_key(name, value, id));
