@@ -260,6 +260,19 @@ fn an_insert_holding_arrays_of_any_length_encodes_as_the_state_it_creates() {
 }
 
 #[test]
+fn an_insert_holding_arrays_of_any_content_encodes_as_the_state_it_creates() {
+    let ctx = insert_context(T, 0, 1);
+    let body = json!({
+        "plain": ["field", "t1", "", "é ✓"],
+        "escaped": ["quote\"", "back\\slash", "tab\t", "nul\u{0}", "del\u{7f}"],
+        "mixed": [1, -2, 2.5, 1e300, true, null, [], [["deep"]], {"b": 1, "a": ["x"]}],
+        "empty": [],
+    });
+    let state = DocState::insert_delta(ctx, &body).unwrap();
+    assert_eq!(encode_insert(ctx, &body), Some(encode_doc(&state)));
+}
+
+#[test]
 fn an_insert_stamped_with_numbers_of_every_varint_length_encodes_as_its_state() {
     let small = json!({"a": 1});
     // 200 fields: the entry count takes two bytes.

@@ -592,8 +592,8 @@ impl<'e> Tx<'e> {
 
     /// Runs an INSERT, binding its documents from `params` as it goes: a document that
     /// is a bare `:param` is read in place rather than copied into a bound statement.
-    /// `collection` is the statement's, validated, if
-    /// [`prepare_inserts`](super::prepare::prepare_inserts) did it; `prepared` yields what
+    /// `validated` is the statement's collection, if
+    /// [`prepare_inserts`](super::prepare::prepare_inserts) validated it; `prepared` yields what
     /// it did for each of the statement's documents in turn (`None`, or nothing at all,
     /// for a document it left to this). Errors are those of
     /// [`Statement::bind`](trellis_common::query::Statement::bind).
@@ -601,12 +601,12 @@ impl<'e> Tx<'e> {
         &mut self,
         insert: &Insert,
         params: &'p Params,
-        collection: Option<CollectionName>,
+        validated: Option<CollectionName>,
         prepared: &mut impl Iterator<Item = Option<PreparedInsert<'p>>>,
     ) -> Result<QueryResult, EngineError> {
-        let c = match collection {
+        let c = match validated {
             Some(c) => c,
-            None => self::collection(&insert.collection)?,
+            None => collection(&insert.collection)?,
         };
         let mut ids = Vec::with_capacity(insert.documents.len());
         for (i, doc) in insert.documents.iter().enumerate() {
