@@ -376,36 +376,11 @@ fn push_kind(out: &mut Vec<u8>, value: &serde_json::Value) {
         Value::Array(_) => {
             out.push(LEAF_ARRAY);
             // The array's JSON text, written in place.
-            push_length_prefixed(out, |out| write_json(out, value));
+            push_length_prefixed(out, |out| {
+                serde_json::to_writer(out, value).expect("writing JSON to a Vec cannot fail");
+            });
         }
         Value::Object(_) => unreachable!("objects are maps, handled above"),
-    }
-}
-
-/// Appends `value` as compact JSON text, byte for byte what `serde_json` writes
-/// ([`Leaf::from_json`]'s array text). Arrays and the strings in them (the usual
-/// content: tags, names) are written here without serde's machinery; anything else is
-/// left to `serde_json`.
-fn write_json(out: &mut Vec<u8>, value: &serde_json::Value) {
-    use serde_json::Value;
-    match value {
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json(out, item);
-            }
-            out.push(b']');
-        }
-        // `serde_json` escapes control characters, quotes and backslashes, nothing else.
-        Value::String(text) if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') => {
-            out.push(b'"');
-            out.extend_from_slice(text.as_bytes());
-            out.push(b'"');
-        }
-        other => serde_json::to_writer(out, other).expect("writing JSON to a Vec cannot fail"),
     }
 }
 
