@@ -213,14 +213,8 @@ impl InsertEntries {
         header[1] = 1; // the write table: one write
         header[2..10].copy_from_slice(&ctx.stamp.actor.to_bytes());
         let mut at = 10;
-        for mut value in varints {
-            while value >= 0x80 {
-                header[at] = (value as u8) | 0x80;
-                value >>= 7;
-                at += 1;
-            }
-            header[at] = value as u8;
-            at += 1;
+        for value in varints {
+            at += write_varint(&mut header[at..], value);
         }
         // The root: shares 0 segments, adds none, write 0, `Map`.
         header[at..].copy_from_slice(&[0, 0, 0, KIND_MAP]);
@@ -249,6 +243,7 @@ impl StampedInsert {
     }
 }
 
+/// An encoding made in a vector of its own (by [`encode_insert`], say).
 impl From<Vec<u8>> for StampedInsert {
     fn from(bytes: Vec<u8>) -> Self {
         Self { bytes, start: 0 }
@@ -412,16 +407,23 @@ pub fn push_length_prefixed(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>))
 
 /// An unsigned LEB128 varint, as postcard writes every integer wider than a byte: its
 /// bytes and how many there are.
-fn varint(mut value: u64) -> ([u8; 10], usize) {
+fn varint(value: u64) -> ([u8; 10], usize) {
     let mut bytes = [0u8; 10];
+    let n = write_varint(&mut bytes, value);
+    (bytes, n)
+}
+
+/// Writes [`varint`]`(value)` at the start of `out`, which must have room for it;
+/// returns its length.
+fn write_varint(out: &mut [u8], mut value: u64) -> usize {
     let mut n = 0;
     while value >= 0x80 {
-        bytes[n] = (value as u8) | 0x80;
+        out[n] = (value as u8) | 0x80;
         value >>= 7;
         n += 1;
     }
-    bytes[n] = value as u8;
-    (bytes, n + 1)
+    out[n] = value as u8;
+    n + 1
 }
 
 /// The number of bytes of [`varint`]`(value)`.
@@ -443,13 +445,11 @@ pub fn push_varint(out: &mut Vec<u8>, value: u64) {
 }
 
 #[inline(never)]
-fn push_long_varint(out: &mut Vec<u8>, mut value: u64) {
-    out.reserve(10);
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
+fn push_long_varint(out: &mut Vec<u8>, value: u64) {
+    let at = out.len();
+    out.resize(at + 10, 0);
+    let n = write_varint(&mut out[at..], value);
+    out.truncate(at + n);
 }
 
 /// Decodes a document state of any known format.
