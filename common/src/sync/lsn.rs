@@ -163,18 +163,16 @@ impl DocLsns {
         }
         let mut older = Vec::with_capacity(self.older.len());
         let mut parts = Vec::with_capacity(self.parts.len());
-        if !self.older.is_empty() || !self.parts.is_empty() {
-            for (index, (path, _)) in (0u32..).zip(state.entries()) {
-                if let Some(lsn) = self.older.get(path) {
-                    older.push((index, *lsn));
-                }
-                for ((_, actor), lsn) in self
-                    .parts
-                    .range((path.clone(), ActorId::from_u64(0))..)
-                    .take_while(|((p, _), _)| p == path)
-                {
-                    parts.push((index, *actor, *lsn));
-                }
+        for (index, (path, _)) in (0u32..).zip(state.entries()) {
+            if let Some(lsn) = self.older.get(path) {
+                older.push((index, *lsn));
+            }
+            for ((_, actor), lsn) in self
+                .parts
+                .range((path.clone(), ActorId::from_u64(0))..)
+                .take_while(|((p, _), _)| p == path)
+            {
+                parts.push((index, *actor, *lsn));
             }
         }
         let stored = Stored::V1 {

@@ -294,10 +294,9 @@ impl Engine {
             .sum();
         let mut tx = Tx::new(&*self.store, self.actor, &mut writer.clock, wall, documents);
         let mut prepared = prepare_inserts(&*self.store, statements, params);
-        let mut collections = std::mem::take(&mut prepared.collections).into_iter();
         let mut results = Vec::with_capacity(statements.len());
         for statement in statements {
-            let collection = collections.next().flatten();
+            let collection = prepared.collections.next().flatten();
             let result = match statement {
                 // Binds its documents in place (they can be large).
                 Statement::Insert(insert) => {

@@ -52,10 +52,10 @@ pub(crate) struct PreparedInsert<'p> {
 /// other statements), and for each document of the INSERTs in turn its preparation
 /// (`None`: a document the statement binds itself, such as an expression or a
 /// parameter that is not an object). [`Tx::insert`](super::exec::Tx::insert) takes an
-/// INSERT's documents from the front.
+/// INSERT's documents from the front, and the transaction each statement's collection.
 #[derive(Debug)]
 pub(crate) struct PreparedInserts<'p> {
-    pub(crate) collections: Vec<Option<CollectionName>>,
+    pub(crate) collections: std::vec::IntoIter<Option<CollectionName>>,
     pub(crate) documents: std::vec::IntoIter<Option<PreparedInsert<'p>>>,
 }
 
@@ -99,7 +99,7 @@ pub(crate) fn prepare_inserts<'p>(
         .collect();
     let documents = prepare_all(store, params, &jobs);
     PreparedInserts {
-        collections,
+        collections: collections.into_iter(),
         documents: documents.into_iter(),
     }
 }

@@ -264,9 +264,9 @@ pub(crate) fn plan_apply<'b>(
                 size: encoded.len(),
             });
         }
-        let (dots_added, dots_removed) = match (&before, &after) {
-            // Every entry of a new document is its insert's.
-            // (its dot, which `dots_added` gives without a vector of its own).
+        let (added, dots_removed) = match (&before, &after) {
+            // Every entry of a new document is its insert's: `dots_added` gives that
+            // dot without a vector of its own.
             (_, After::New(_)) => (Vec::new(), Vec::new()),
             // A document new to the store adds every write it holds.
             (None, After::State(after)) => (sorted_dots(after), Vec::new()),
@@ -299,7 +299,7 @@ pub(crate) fn plan_apply<'b>(
             old_lsn,
             lsns,
             encoded,
-            added: dots_added,
+            added,
             dots_removed,
             index_removed,
             index_added,
