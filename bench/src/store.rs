@@ -27,7 +27,7 @@ use std::time::Instant;
 use anyhow::{Context, ensure};
 use serde_json::{Value, json};
 use trellis_common::clock::Hlc;
-use trellis_common::codec::encode_doc;
+use trellis_common::codec::encode_insert;
 use trellis_common::crdt::{DocState, Dot, Stamp, VersionVector, WriteContext};
 use trellis_common::ids::{ActorId, CollectionName, DocId};
 use trellis_common::query::{Params, Statement, parse};
@@ -193,7 +193,11 @@ fn same_rows(docs: &[Value], batch: usize) -> anyhow::Result<Vec<Vec<Row>>> {
             rows.push((
                 cf::DOCS,
                 keys::doc_key(&collection, &id),
-                keys::encode_doc_value(&lsns, &state, &encode_doc(&state)),
+                keys::encode_doc_value(
+                    &lsns,
+                    &state,
+                    &encode_insert(ctx, doc).context("an object nested within the limit")?,
+                ),
             ));
             entries.push((seq, id));
         }

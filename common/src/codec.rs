@@ -6,11 +6,17 @@
 //! clock and sequence number are stored once in a table and entries point at them, and
 //! each path stores only the segments that differ from the previous path.
 //!
+//! A document has a second form, for the write path: a fresh insert (every entry written
+//! by one write) is stored as that write and the inserted fields, in the body's own order
+//! ([`encode_insert`]); it decodes to the state the insert creates. It is a form of
+//! documents only: deltas and sync frames carry V1, and [`encode_doc`] always writes V1.
+//!
 //! Decoding is for untrusted bytes: sizes are checked against explicit limits, every
 //! index and count is validated, and any failure is a [`CodecError`], never a panic.
 //! Orders and tables are checked too, so whatever decodes re-encodes to a value that
 //! decodes identically (only varint spellings are not forced to be minimal).
-//! `common/tests/golden/` pins the bytes of V1 so an accidental format change fails.
+//! `common/tests/golden/` pins the bytes of V1 and of the insert form so an accidental
+//! format change fails.
 
 use serde::{Deserialize, Serialize};
 
@@ -151,73 +157,70 @@ pub fn encode_doc(state: &DocState) -> Vec<u8> {
     to_bytes(&DocEncodingRef::V1(doc_ref_v1(state)))
 }
 
-/// Encodes the document that inserting `body` creates, every entry written by `ctx`:
-/// the same bytes as `encode_doc(&DocState::insert_delta(ctx, body)?)`, without
-/// building the [`DocState`] (the write path's fast path for new documents; a
-/// property test in `tests/codec.rs` compares the two). `None` when `body` is not an
-/// object or nests deeper than [`MAX_PATH_DEPTH`]: building the state reports why.
+/// Encodes the document that inserting `body` creates, every entry written by `ctx`, in
+/// the insert form: it decodes to `DocState::insert_delta(ctx, body)` (a property test in
+/// `tests/codec.rs` checks it), and costs no [`DocState`], no sorting and no paths (the
+/// write path's form for new documents). `None` when `body` is not an object or nests
+/// deeper than [`MAX_PATH_DEPTH`]: building the state reports why.
 ///
-/// It writes postcard's encoding of [`DocEncoding::V1`] by hand (serde's generic path
-/// cost more than the rest of an insert): a one-write table, then the entries in path
-/// order, each path sharing all but its last segment with the entry before it.
+/// The form: [`FORM_INSERT`], the write (actor, timestamp and logical counter, sequence
+/// number, as in V1's write table), then the root's fields. Each field is its key's length
+/// plus one, the key, and its kind as V1 writes it (`Map`, followed by that object's
+/// fields, or `Value` and the [`Leaf`]); a 0 ends an object's fields. The root's `_id` is
+/// the document's key, not a field (as in `insert_delta`).
 pub fn encode_insert(ctx: WriteContext, body: &serde_json::Value) -> Option<Vec<u8>> {
     Some(InsertEntries::encode(body)?.stamp(ctx).into_vec())
 }
 
-/// The entries of the document that inserting a body creates, encoded before the write
+/// The fields of the document that inserting a body creates, encoded before the write
 /// that stamps them is known: [`encode_insert`] in two steps, so that a transaction can
 /// encode the documents it inserts on several threads, then stamp each in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InsertEntries {
-    /// [`HEADER_ROOM`] bytes left for the header, then the entries after the root's.
+    /// [`HEADER_ROOM`] bytes left for the header, then the fields.
     bytes: Vec<u8>,
-    /// The number of entries after the root's.
-    entries: usize,
 }
 
-/// The most bytes the header of an inserted document takes: format, write table (one
-/// write: actor, timestamp, sequence number), entry count and the root entry.
-const HEADER_ROOM: usize = 1 + 1 + 8 + 10 + 3 + 10 + 10 + 4;
+/// The first byte of a document in the insert form ([`encode_insert`]); V1's is 0.
+pub const FORM_INSERT: u8 = 1;
+
+/// The most bytes the header of an inserted document takes: form, actor, timestamp,
+/// logical counter and sequence number.
+const HEADER_ROOM: usize = 1 + 8 + 10 + 3 + 10;
+
+/// What most documents' fields take: one allocation for them and their header.
+const USUAL_FIELD_BYTES: usize = 256;
 
 impl InsertEntries {
-    /// Encodes the entries of `body`; `None` when it is not an object or nests deeper
+    /// Encodes the fields of `body`; `None` when it is not an object or nests deeper
     /// than [`MAX_PATH_DEPTH`] (building the state reports why).
     pub fn encode(body: &serde_json::Value) -> Option<Self> {
         let fields = body.as_object()?;
-        // The root's `_id` is the document's key, not a field (as in `insert_delta`).
-        let (entries, bytes) = entry_count(fields, 1)?;
-        let mut out = Vec::with_capacity(HEADER_ROOM + bytes);
-        out.resize(HEADER_ROOM, 0);
-        push_entries(fields, 1, &mut out, &mut Vec::with_capacity(entries));
-        Some(Self {
-            bytes: out,
-            entries,
-        })
+        let mut bytes = Vec::with_capacity(HEADER_ROOM + USUAL_FIELD_BYTES);
+        bytes.resize(HEADER_ROOM, 0);
+        push_fields(fields, 1, &mut bytes)?;
+        Some(Self { bytes })
     }
 
     /// The document's encoding, every entry written by `ctx`: the header goes right
-    /// before the entries, in the room left for it, so the entries are not moved.
+    /// before the fields, in the room left for it, so the fields are not moved.
     pub fn stamp(self, ctx: WriteContext) -> StampedInsert {
         let varints = [
             ctx.stamp.hlc.physical_ms(),
             u64::from(ctx.stamp.hlc.logical()),
             ctx.dot.seq,
-            self.entries as u64 + 1,
         ];
-        // Format, table length, actor, the varints, then the root entry.
-        let len = 2 + 8 + varints.iter().map(|v| varint_len(*v)).sum::<usize>() + 4;
+        let len = 1 + 8 + varints.iter().map(|v| varint_len(*v)).sum::<usize>();
         let start = HEADER_ROOM - len;
         let mut bytes = self.bytes;
         let header = &mut bytes[start..HEADER_ROOM];
-        header[0] = 0; // DocEncoding::V1
-        header[1] = 1; // the write table: one write
-        header[2..10].copy_from_slice(&ctx.stamp.actor.to_bytes());
-        let mut at = 10;
+        header[0] = FORM_INSERT;
+        header[1..9].copy_from_slice(&ctx.stamp.actor.to_bytes());
+        let mut at = 9;
         for value in varints {
             at += write_varint(&mut header[at..], value);
         }
-        // The root: shares 0 segments, adds none, write 0, `Map`.
-        header[at..].copy_from_slice(&[0, 0, 0, KIND_MAP]);
+        debug_assert_eq!(at, len);
         StampedInsert { bytes, start }
     }
 }
@@ -250,6 +253,35 @@ impl From<Vec<u8>> for StampedInsert {
     }
 }
 
+/// Writes the fields of an object whose path has `depth - 1` segments, in the insert
+/// form, and the 0 that ends them. `None` when a path would be deeper than
+/// [`MAX_PATH_DEPTH`].
+fn push_fields(
+    fields: &serde_json::Map<String, serde_json::Value>,
+    depth: usize,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    if depth > MAX_PATH_DEPTH && !fields.is_empty() {
+        return None;
+    }
+    for (key, value) in fields {
+        if depth == 1 && key == "_id" {
+            continue;
+        }
+        push_varint(out, key.len() as u64 + 1);
+        out.extend_from_slice(key.as_bytes());
+        push_kind(out, value);
+        if let serde_json::Value::Object(inner) = value {
+            push_fields(inner, depth + 1, out)?;
+        }
+    }
+    out.push(END_OF_FIELDS);
+    Some(())
+}
+
+/// Ends an object's fields in the insert form (where a key's length plus one would be).
+const END_OF_FIELDS: u8 = 0;
+
 /// Variant indexes of [`KindV1`] and [`Leaf`] as postcard writes them.
 const KIND_MAP: u8 = 0;
 const KIND_VALUE: u8 = 1;
@@ -260,82 +292,6 @@ const LEAF_UINT: u8 = 3;
 const LEAF_FLOAT: u8 = 4;
 const LEAF_STR: u8 = 5;
 const LEAF_ARRAY: u8 = 6;
-
-/// The number of entries the fields of an object whose path has `depth - 1` segments
-/// make, at any depth (the root's `_id` makes none), and about the bytes they encode
-/// to. `None` when a path would be deeper than [`MAX_PATH_DEPTH`].
-fn entry_count(
-    fields: &serde_json::Map<String, serde_json::Value>,
-    depth: usize,
-) -> Option<(usize, usize)> {
-    if depth > MAX_PATH_DEPTH && !fields.is_empty() {
-        return None;
-    }
-    let (mut count, mut bytes) = (0, 0);
-    for (key, value) in fields {
-        if depth == 1 && key == "_id" {
-            continue;
-        }
-        count += 1;
-        // Path prefix, write and kind bytes, a leaf's tag and varints.
-        bytes += 16 + key.len();
-        match value {
-            serde_json::Value::String(text) => bytes += text.len(),
-            serde_json::Value::Object(inner) => {
-                let (inner_count, inner_bytes) = entry_count(inner, depth + 1)?;
-                count += inner_count;
-                bytes += inner_bytes;
-            }
-            // An array's JSON text is not worth measuring twice: growing once is cheaper.
-            _ => {}
-        }
-    }
-    Some((count, bytes))
-}
-
-/// Writes the entries of the fields of an object whose path has `depth - 1` segments,
-/// in path order: keys sorted at each level, each object's entry right before its
-/// fields'. Each entry's path shares all but its last segment with the entry before it
-/// (its parent, or the last of its previous sibling's subtree). `sorting` is scratch
-/// space, shared by every level.
-fn push_entries<'a>(
-    fields: &'a serde_json::Map<String, serde_json::Value>,
-    depth: usize,
-    out: &mut Vec<u8>,
-    sorting: &mut Vec<(&'a String, &'a serde_json::Value)>,
-) {
-    let shared = u64::try_from(depth - 1).expect("depth is at most MAX_PATH_DEPTH + 1");
-    let level = sorting.len();
-    sorting.extend(
-        fields
-            .iter()
-            .filter(|(key, _)| depth > 1 || key.as_str() != "_id"),
-    );
-    sorting[level..].sort_unstable_by(|a, b| key_order(a.0, b.0));
-    // The fields of objects below land past this level's end, and are gone again
-    // before the next field of this level.
-    for at in level..sorting.len() {
-        let (key, value) = sorting[at];
-        push_varint(out, shared);
-        push_varint(out, 1); // one more segment
-        push_bytes(out, key.as_bytes());
-        push_varint(out, 0); // write 0
-        push_kind(out, value);
-        if let serde_json::Value::Object(inner) = value {
-            push_entries(inner, depth + 1, out, sorting);
-        }
-    }
-    sorting.truncate(level);
-}
-
-/// The byte order of two keys. Keys mostly differ in their first byte, which decides
-/// without a call to `memcmp` (sorting is a sixth of encoding a flat document).
-fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
-    match (a.as_bytes().first(), b.as_bytes().first()) {
-        (Some(x), Some(y)) if x != y => x.cmp(y),
-        _ => a.cmp(b),
-    }
-}
 
 /// Postcard's encoding of the entry kind for `value`: `Map` for objects, else `Value`
 /// with the [`Leaf`] that [`Leaf::from_json`] makes.
@@ -454,9 +410,130 @@ fn push_long_varint(out: &mut Vec<u8>, value: u64) {
 
 /// Decodes a document state of any known format.
 pub fn decode_doc(bytes: &[u8]) -> Result<DocState, CodecError> {
+    if bytes.first() == Some(&FORM_INSERT) && bytes.len() <= MAX_DOC_BYTES {
+        return decode_insert(&bytes[1..]);
+    }
     check_outer(bytes, MAX_DOC_BYTES)?;
     match from_bytes::<DocEncoding>(bytes)? {
         DocEncoding::V1(doc) => doc_from_v1(doc),
+    }
+}
+
+/// Decodes a document in the insert form ([`encode_insert`]), after its first byte.
+fn decode_insert(bytes: &[u8]) -> Result<DocState, CodecError> {
+    let mut input = Input(bytes);
+    let actor = input.take(8)?;
+    let (ms, logical, seq) = (input.varint()?, input.varint()?, input.varint()?);
+    let logical = u16::try_from(logical).map_err(|_| corrupt("logical counter above 65535"))?;
+    if seq == 0 || ms >= 1 << 48 {
+        return Err(corrupt(
+            "write with a zero sequence number or an impossible clock",
+        ));
+    }
+    let write = Entry {
+        stamp: Stamp {
+            hlc: Hlc::new(ms, logical),
+            actor: ActorId::from_bytes(actor.try_into().expect("took 8 bytes")),
+        },
+        seq,
+        kind: EntryKind::Map,
+    };
+    let mut entries = vec![(Path::root(), write.clone())];
+    read_fields(&mut input, &mut Vec::new(), &write, &mut entries)?;
+    if !input.0.is_empty() {
+        return Err(CodecError::TrailingBytes(input.0.len()));
+    }
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(corrupt("an object repeats a key"));
+    }
+    // One write: no entry can hide another.
+    Ok(DocState::from_unique_entries_of_one_write(entries))
+}
+
+/// Reads the fields of the object at `path` (and of the objects inside it) up to the end
+/// of its fields, as entries written by `write`.
+fn read_fields(
+    input: &mut Input<'_>,
+    path: &mut Vec<String>,
+    write: &Entry,
+    entries: &mut Vec<(Path, Entry)>,
+) -> Result<(), CodecError> {
+    if path.len() == MAX_PATH_DEPTH {
+        // Only an empty object may sit at the deepest path.
+        return match input.take(1)? {
+            [END_OF_FIELDS] => Ok(()),
+            _ => Err(corrupt(format!("path deeper than {MAX_PATH_DEPTH}"))),
+        };
+    }
+    loop {
+        let key_len = match input.varint()? {
+            0 => return Ok(()),
+            n => usize::try_from(n - 1).map_err(|_| CodecError::Truncated)?,
+        };
+        let key =
+            std::str::from_utf8(input.take(key_len)?).map_err(|_| corrupt("a key is not UTF-8"))?;
+        if path.is_empty() && key == "_id" {
+            return Err(corrupt("`_id` is the document's key, not a field"));
+        }
+        path.push(key.to_owned());
+        let kind = match input.take(1)? {
+            [KIND_MAP] => EntryKind::Map,
+            [KIND_VALUE] => {
+                let (leaf, rest) =
+                    postcard::take_from_bytes::<Leaf>(input.0).map_err(|e| match e {
+                        postcard::Error::DeserializeUnexpectedEnd => CodecError::Truncated,
+                        other => corrupt(other.to_string()),
+                    })?;
+                input.0 = rest;
+                EntryKind::Value(check_leaf(leaf)?)
+            }
+            _ => return Err(corrupt("a field is neither an object nor a value")),
+        };
+        let object = matches!(kind, EntryKind::Map);
+        entries.push((
+            Path::new(path.iter()),
+            Entry {
+                stamp: write.stamp,
+                seq: write.seq,
+                kind,
+            },
+        ));
+        if object {
+            read_fields(input, path, write, entries)?;
+        }
+        path.pop();
+    }
+}
+
+/// Bytes being read, front first.
+struct Input<'a>(&'a [u8]);
+
+impl<'a> Input<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        if self.0.len() < n {
+            return Err(CodecError::Truncated);
+        }
+        let (taken, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(taken)
+    }
+
+    /// An unsigned LEB128 varint of at most 64 bits.
+    fn varint(&mut self) -> Result<u64, CodecError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.take(1)?[0];
+            let bits = u64::from(byte & 0x7f);
+            if shift == 63 && bits > 1 {
+                return Err(corrupt("varint above 64 bits"));
+            }
+            value |= bits << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(corrupt("varint above 64 bits"))
     }
 }
 

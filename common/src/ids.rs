@@ -282,6 +282,23 @@ fn check_no_floats(value: &Value) -> Result<(), IdError> {
     }
 }
 
+/// Bodies with at most this many fields have their `_id` found by comparing keys.
+const SCANNED_FIELDS: usize = 16;
+
+/// The `_id` field of a document body, when it is an object that has one. Most bodies
+/// have a few fields, and comparing their keys costs less than hashing `_id` with the
+/// map's hasher (SipHash), which every insert would pay.
+pub fn id_field(body: &Value) -> Option<&Value> {
+    let fields = body.as_object()?;
+    if fields.len() <= SCANNED_FIELDS {
+        fields
+            .iter()
+            .find_map(|(key, value)| (key == "_id").then_some(value))
+    } else {
+        fields.get("_id")
+    }
+}
+
 /// Compact JSON with object keys sorted at every level.
 fn canonical_json(value: &Value) -> String {
     fn sorted(value: &Value) -> Value {
@@ -303,8 +320,17 @@ fn canonical_json(value: &Value) -> String {
         // Already canonical: written straight, without a sorted copy (every insert of a
         // given `_id` comes here).
         // Sized for the usual case, no escapes, so that the boxed id is not copied again.
+        // Most ids need no escape: quoted as they are, with no scan by the serialiser
+        // and no check of its output. serde_json escapes exactly these bytes.
+        Value::String(text) if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') => {
+            let mut out = String::with_capacity(text.len() + 2);
+            out.push('"');
+            out.push_str(text);
+            out.push('"');
+            out
+        }
         Value::String(text) => {
-            let mut out = Vec::with_capacity(text.len() + 2);
+            let mut out = Vec::with_capacity(text.len() + 8);
             serde_json::to_writer(&mut out, text).expect("a string serialises");
             String::from_utf8(out).expect("serde_json writes UTF-8")
         }
@@ -330,6 +356,42 @@ mod tests {
             assert_eq!(id.as_canonical(), json!(text).to_string());
             assert_eq!(DocId::from_canonical(id.as_canonical()).unwrap(), id);
         }
+        // Every ASCII character, alone and inside a plain id: escaped exactly as
+        // serde_json escapes it.
+        for c in (0u8..0x80).map(char::from) {
+            for text in [c.to_string(), format!("id-{c}-1")] {
+                let id = DocId::from_json(&json!(text)).unwrap();
+                assert_eq!(id.as_canonical(), json!(text).to_string(), "{c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_id_field_is_found_in_bodies_of_any_size() {
+        for fields in [
+            0,
+            1,
+            SCANNED_FIELDS - 1,
+            SCANNED_FIELDS,
+            SCANNED_FIELDS + 1,
+            40,
+        ] {
+            let others = (0..fields).map(|i| (format!("f{i}"), json!(i)));
+            let without: Value = others.clone().collect();
+            assert_eq!(id_field(&without), None, "{fields} fields");
+            for at in [0, fields / 2, fields] {
+                let mut with: Vec<(String, Value)> = others.clone().collect();
+                with.insert(at, ("_id".into(), json!("x")));
+                let body: Value = with.into_iter().collect();
+                assert_eq!(
+                    id_field(&body),
+                    Some(&json!("x")),
+                    "{fields} fields, at {at}"
+                );
+            }
+        }
+        assert_eq!(id_field(&json!([{"_id": 1}])), None);
+        assert_eq!(id_field(&json!({"a": {"_id": 1}})), None);
     }
 
     #[test]

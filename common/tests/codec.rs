@@ -1,10 +1,11 @@
-//! The wire codec: round trips, golden bytes of format V1, and refusal of bad input.
+//! The wire codec: round trips, golden bytes of format V1 and of the insert form, and
+//! refusal of bad input.
 
 use proptest::prelude::*;
 use serde_json::json;
 use trellis_common::clock::Hlc;
 use trellis_common::codec::{
-    CodecError, decode_delta, decode_doc, encode_delta, encode_doc, encode_insert,
+    CodecError, FORM_INSERT, decode_delta, decode_doc, encode_delta, encode_doc, encode_insert,
 };
 use trellis_common::crdt::{DocState, Dot, Mutation, Path, Stamp, WriteContext};
 use trellis_common::delta::Delta;
@@ -153,6 +154,112 @@ fn a_document_whose_entries_are_out_of_order_is_corrupt() {
     assert_eq!(err, CodecError::Corrupt("entries out of order".to_owned()));
 }
 
+/// A document in the insert form: every leaf kind, a nested object, an empty one and an
+/// array, with the root's `_id` left out.
+fn sample_insert() -> (WriteContext, serde_json::Value) {
+    let body = json!({
+        "_id": "car-9",
+        "model": "T",
+        "doors": 4,
+        "big": u64::MAX,
+        "price": -1.5,
+        "electric": true,
+        "notes": null,
+        "tags": ["a", 1],
+        "engine": {"hp": 90, "spare": {}},
+    });
+    (insert_context(T, 3, 42), body)
+}
+
+#[test]
+fn insert_form_bytes_match_the_golden_file() {
+    let (ctx, body) = sample_insert();
+    let bytes = encode_insert(ctx, &body).unwrap();
+    golden("doc_insert.bin", &bytes);
+    assert_eq!(
+        decode_doc(&bytes).unwrap(),
+        DocState::insert_delta(ctx, &body).unwrap()
+    );
+}
+
+#[test]
+fn an_insert_form_document_is_smaller_than_its_v1_encoding() {
+    let (ctx, body) = sample_insert();
+    let state = DocState::insert_delta(ctx, &body).unwrap();
+    let (insert, v1) = (encode_insert(ctx, &body).unwrap(), encode_doc(&state));
+    assert!(
+        insert.len() < v1.len(),
+        "{} vs {} bytes",
+        insert.len(),
+        v1.len()
+    );
+}
+
+#[test]
+fn bad_insert_form_input_gets_a_clear_error() {
+    let (ctx, body) = sample_insert();
+    let bytes = encode_insert(ctx, &body).unwrap();
+    for end in 1..bytes.len() {
+        assert!(
+            decode_doc(&bytes[..end]).is_err(),
+            "a prefix of {end} bytes"
+        );
+    }
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert_eq!(decode_doc(&trailing), Err(CodecError::TrailingBytes(1)));
+    // Form, actor, then ms = 1, logical = 0 and the sequence number.
+    let header = |seq: u8| {
+        let mut bytes = vec![FORM_INSERT];
+        bytes.extend(ActorId::from_u64(0x5EED).to_bytes());
+        bytes.extend([1, 0, seq]);
+        bytes
+    };
+    let doc = |fields: &[&[u8]]| {
+        let mut bytes = header(1);
+        bytes.extend(fields.concat());
+        bytes
+    };
+    let corrupt = |what: &str| Err(CodecError::Corrupt(what.to_owned()));
+    // Fields: key length + 1, key, kind (0 = object, 1 = value + leaf); 0 ends an object.
+    let empty = DocState::insert_delta(insert_context(1, 0, 1), &json!({})).unwrap();
+    assert_eq!(decode_doc(&doc(&[&[0]])), Ok(empty));
+    assert_eq!(
+        decode_doc(&doc(&[&[2, b'a', 1, 0], &[2, b'a', 1, 0], &[0]])),
+        corrupt("an object repeats a key")
+    );
+    assert_eq!(
+        decode_doc(&doc(&[&[4, b'_', b'i', b'd', 1, 0], &[0]])),
+        corrupt("`_id` is the document's key, not a field")
+    );
+    assert_eq!(
+        decode_doc(&doc(&[&[2, b'a', 9], &[0]])),
+        corrupt("a field is neither an object nor a value")
+    );
+    assert_eq!(
+        decode_doc(&doc(&[&[2, 0xff, 1, 0], &[0]])),
+        corrupt("a key is not UTF-8")
+    );
+    assert_eq!(
+        decode_doc(&doc(&[&[2, b'a', 1, 6, 1, b'x'], &[0]])),
+        corrupt("array value is not a JSON array")
+    );
+    let mut zero_seq = header(0);
+    zero_seq.push(0);
+    assert_eq!(
+        decode_doc(&zero_seq),
+        corrupt("write with a zero sequence number or an impossible clock")
+    );
+    // Objects nested 64 deep, the innermost empty, are the limit; 65 are one too many.
+    let deep = |depth: usize| {
+        let mut fields: Vec<&[u8]> = vec![&[2, b'n', 0]; depth];
+        fields.extend(vec![&[0u8][..]; depth + 1]);
+        doc(&fields)
+    };
+    assert!(decode_doc(&deep(64)).is_ok());
+    assert_eq!(decode_doc(&deep(65)), corrupt("path deeper than 64"));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -160,6 +267,19 @@ proptest! {
     fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let _ = decode_doc(&bytes);
         let _ = decode_delta(&bytes);
+        // The same bytes as the fields of an insert-form document.
+        let _ = decode_doc(&[&[FORM_INSERT, 1, 2, 3, 4, 5, 6, 7, 8, 1, 0, 1][..], &bytes].concat());
+    }
+
+    #[test]
+    fn corrupting_one_byte_of_an_insert_is_an_error_or_another_valid_value(index in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let (ctx, body) = sample_insert();
+        let mut bytes = encode_insert(ctx, &body).unwrap();
+        let i = index.index(bytes.len());
+        bytes[i] = byte;
+        if let Ok(decoded) = decode_doc(&bytes) {
+            prop_assert_eq!(decode_doc(&encode_doc(&decoded)).unwrap(), decoded);
+        }
     }
 
     #[test]
@@ -229,6 +349,13 @@ fn insert_context(ms: u64, logical: u16, seq: u64) -> WriteContext {
     }
 }
 
+/// What the insert form of inserting `body` decodes to.
+fn decoded_insert(ctx: WriteContext, body: &serde_json::Value) -> DocState {
+    let encoded = encode_insert(ctx, body).expect("an object nested within the limit");
+    assert_eq!(encoded[0], FORM_INSERT);
+    decode_doc(&encoded).expect("an insert decodes")
+}
+
 /// A body nested `depth` objects deep (`{"n": {"n": ... {"leaf": 1}}}`).
 fn nested(depth: usize) -> serde_json::Value {
     (0..depth).fold(json!({"leaf": 1}), |inner, _| json!({ "n": inner }))
@@ -243,11 +370,11 @@ fn encoding_an_insert_refuses_what_building_it_refuses() {
     }
     let deepest = nested(63);
     let state = DocState::insert_delta(ctx, &deepest).unwrap();
-    assert_eq!(encode_insert(ctx, &deepest), Some(encode_doc(&state)));
+    assert_eq!(decoded_insert(ctx, &deepest), state);
 }
 
 #[test]
-fn an_insert_holding_arrays_of_any_length_encodes_as_the_state_it_creates() {
+fn an_insert_holding_arrays_of_any_length_decodes_to_the_state_it_creates() {
     let ctx = insert_context(T, 0, 1);
     // JSON texts of 127, 128 and 20,000 bytes: one-, two- and three-byte lengths.
     for len in [127, 128, 20_000] {
@@ -255,12 +382,12 @@ fn an_insert_holding_arrays_of_any_length_encodes_as_the_state_it_creates() {
         let body = json!({"a": [text], "b": {"c": [1, 2]}});
         assert_eq!(body["a"].to_string().len(), len);
         let state = DocState::insert_delta(ctx, &body).unwrap();
-        assert_eq!(encode_insert(ctx, &body), Some(encode_doc(&state)));
+        assert_eq!(decoded_insert(ctx, &body), state);
     }
 }
 
 #[test]
-fn an_insert_holding_arrays_of_any_content_encodes_as_the_state_it_creates() {
+fn an_insert_holding_arrays_of_any_content_decodes_to_the_state_it_creates() {
     let ctx = insert_context(T, 0, 1);
     let body = json!({
         "plain": ["field", "t1", "", "é ✓"],
@@ -269,11 +396,11 @@ fn an_insert_holding_arrays_of_any_content_encodes_as_the_state_it_creates() {
         "empty": [],
     });
     let state = DocState::insert_delta(ctx, &body).unwrap();
-    assert_eq!(encode_insert(ctx, &body), Some(encode_doc(&state)));
+    assert_eq!(decoded_insert(ctx, &body), state);
 }
 
 #[test]
-fn an_insert_stamped_with_numbers_of_every_varint_length_encodes_as_its_state() {
+fn an_insert_stamped_with_numbers_of_every_varint_length_decodes_to_its_state() {
     let small = json!({"a": 1});
     // 200 fields: the entry count takes two bytes.
     let wide: serde_json::Value = (0..200).map(|i| (format!("f{i}"), json!(i))).collect();
@@ -284,8 +411,8 @@ fn an_insert_stamped_with_numbers_of_every_varint_length_encodes_as_its_state() 
                     let ctx = insert_context(ms, logical, seq);
                     let state = DocState::insert_delta(ctx, &body).unwrap();
                     assert_eq!(
-                        encode_insert(ctx, &body),
-                        Some(encode_doc(&state)),
+                        decoded_insert(ctx, &body),
+                        state,
                         "ms {ms}, logical {logical}, seq {seq}"
                     );
                 }
@@ -298,7 +425,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
-    fn an_insert_encodes_as_the_state_it_creates(
+    fn an_insert_decodes_to_the_state_it_creates(
         fields in prop::collection::vec((awkward_key(), json_value()), 0..8),
         ms in 1u64..(1 << 48),
         logical in any::<u16>(),
@@ -307,8 +434,8 @@ proptest! {
         let body = serde_json::Value::Object(fields.into_iter().collect());
         let ctx = insert_context(ms, logical, seq);
         let state = DocState::insert_delta(ctx, &body).unwrap();
-        let encoded = encode_insert(ctx, &body);
-        prop_assert_eq!(encoded.as_ref(), Some(&encode_doc(&state)));
-        prop_assert_eq!(decode_doc(&encoded.unwrap()).unwrap(), state);
+        let encoded = encode_insert(ctx, &body).unwrap();
+        prop_assert_eq!(encoded[0], FORM_INSERT);
+        prop_assert_eq!(decode_doc(&encoded).unwrap(), state);
     }
 }

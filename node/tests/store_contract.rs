@@ -1440,20 +1440,20 @@ fn a_store_written_by_a_newer_build_is_refused_on_open() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(&dir);
-        assert_eq!(format_version(&store), 3);
-        set_format_version(&store, 4);
+        assert_eq!(format_version(&store), FORMAT_VERSION);
+        set_format_version(&store, FORMAT_VERSION + 1);
     }
     let err = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap_err();
     assert!(matches!(
         err,
         StoreError::NewerFormat {
-            found: 4,
-            supported: 3
+            found: 5,
+            supported: 4
         }
     ));
     assert_eq!(
         err.to_string(),
-        "store format 4 is newer than this build (3): upgrade trellis-node"
+        "store format 5 is newer than this build (4): upgrade trellis-node"
     );
 }
 
@@ -1493,7 +1493,7 @@ fn a_format_1_store_is_migrated_on_open() {
         set_format_version(&store, 1);
     }
     let store = open(&dir);
-    assert_eq!(format_version(&store), 3);
+    assert_eq!(format_version(&store), FORMAT_VERSION);
     for name in ["a", "b", "c"] {
         assert_eq!(
             store.get(&cars, &id(name)).unwrap().as_ref(),
@@ -1595,7 +1595,7 @@ fn a_format_2_store_is_migrated_on_open() {
         set_format_version(&store, 2);
     }
     let store = open(&dir);
-    assert_eq!(format_version(&store), 3);
+    assert_eq!(format_version(&store), FORMAT_VERSION);
     assert_eq!(index_view(&store, &[&cars, &vans]), before);
     // The migrated runs change like any: c2's entries move to the new commit's runs.
     apply(

@@ -13,7 +13,7 @@
 //!
 //! An INSERT of a document that neither the store nor the transaction holds takes a
 //! fast path: the document is encoded straight from its JSON (`codec::InsertEntries`,
-//! the same bytes as encoding `DocState::insert_delta`'s state) and travels to the store
+//! the codec's insert form, which decodes to `DocState::insert_delta`'s state) and travels to the store
 //! as a [`NewDoc`], which stores it without building a [`DocState`]. The existence read
 //! is skipped only for ids the engine generates (fresh UUIDs), never for a given `_id`.
 //! Both the read and the encoding are done before the statements run, for the whole

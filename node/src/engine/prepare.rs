@@ -17,7 +17,7 @@ use std::thread;
 use serde_json::Value;
 use trellis_common::codec::InsertEntries;
 use trellis_common::crdt::DocState;
-use trellis_common::ids::{CollectionName, DocId, IdError};
+use trellis_common::ids::{CollectionName, DocId, IdError, id_field};
 use trellis_common::query::{Expr, Params, Statement};
 
 use crate::store::{Store, StoreError};
@@ -201,7 +201,7 @@ fn prepare_block<'p>(
         .iter()
         .map(|job| {
             let (_, body) = job.as_ref()?;
-            body.get("_id").map(DocId::from_json)
+            id_field(body).map(DocId::from_json)
         })
         .collect();
     let mut to_read: Vec<(usize, &CollectionName, &DocId)> = jobs

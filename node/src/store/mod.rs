@@ -82,7 +82,9 @@
 //! store is created. Opening a store with a newer version fails with
 //! [`StoreError::NewerFormat`]; an older one is migrated on open (format 1 to 2 adds
 //! the change numbers, the LSN index and the incarnation; 2 to 3 turns the rows of the
-//! change index and the LSN index into runs).
+//! change index and the LSN index into runs; 3 to 4 only records the new version:
+//! format 4 stores a fresh insert in the codec's insert form, which older builds cannot
+//! read, and reads format 3's documents as they are).
 
 pub mod blobs;
 mod error;
@@ -111,7 +113,7 @@ pub use rocks::{RocksOptions, RocksStore};
 pub use shadow::ShadowsApplied;
 
 /// The store format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Stored size (encoded, CRDT metadata included) above which a document draws a warning.
 pub const WARN_DOC_BYTES: usize = 256 * 1024;
@@ -352,7 +354,7 @@ impl FromIterator<Delta> for WriteBatch {
 /// the write path's fast path for inserts ([`WriteBatch::push_new`]), which neither
 /// builds nor encodes a [`DocState`] for it. Its state is
 /// `DocState::insert_delta(ctx, body)` and `encoded` is `codec::encode_insert(ctx,
-/// body)`, the same bytes as `codec::encode_doc` of that state.
+/// body)`, the codec's insert form, which decodes to that state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewDoc {
     /// The document's collection.

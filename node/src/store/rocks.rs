@@ -226,8 +226,27 @@ impl RocksStore {
                 self.migrate_2_to_3()?;
                 self.migrate(3)
             }
+            3 => {
+                self.migrate_3_to_4()?;
+                self.migrate(4)
+            }
             _ => Ok(()),
         }
+    }
+
+    /// Format 4 may store documents in the codec's insert form. Format 3's documents are
+    /// all V1, which format 4 reads as they are: only the version changes, so that older
+    /// builds refuse the store instead of failing on its new documents.
+    fn migrate_3_to_4(&self) -> Result<()> {
+        let _writer = self.writer.lock();
+        let mut wb = rocksdb::WriteBatch::default();
+        wb.put_cf(
+            self.cf(cf::META),
+            keys::META_FORMAT_VERSION,
+            4u32.to_be_bytes(),
+        );
+        tracing::info!("store migrated from format 3 to 4");
+        self.commit(wb, true)
     }
 
     /// Format 2 numbers changes for sync: every document value starts with its change
