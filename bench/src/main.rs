@@ -33,6 +33,9 @@ enum Bench {
     Sync,
     /// Ten nodes in a line: write-to-readable latency end to end and per hop.
     Mesh,
+    /// The store benchmark's inserts in transactions of 1,000 alone, for an
+    /// instruction profiler (see `store::profile_inserts`); not part of `all`.
+    StoreInserts,
 }
 
 /// The same allocator as `trellis-node`, so the figures are the product's.
@@ -55,6 +58,9 @@ fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.bench, Bench::All | Bench::Mesh) {
         mesh::run(cli.quick)?;
+    }
+    if cli.bench == Bench::StoreInserts {
+        store::profile_inserts()?;
     }
     Ok(())
 }

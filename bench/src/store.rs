@@ -57,10 +57,7 @@ type Row = (&'static str, Vec<u8>, Vec<u8>);
 pub(crate) fn run(quick: bool) -> anyhow::Result<()> {
     let n = if quick { 10_000 } else { 100_000 };
     let docs: Vec<Value> = (0..n).map(document).collect();
-    let bytes: Vec<(Vec<u8>, Vec<u8>)> = docs
-        .iter()
-        .map(|d| Ok((raw_key(&d["_id"]), serde_json::to_vec(d)?)))
-        .collect::<anyhow::Result<_>>()?;
+    let bytes = raw_rows(&docs)?;
     let avg_bytes = bytes.iter().map(|(_, v)| v.len()).sum::<usize>() / n;
 
     for batch in [1, BATCH] {
@@ -151,6 +148,13 @@ pub(crate) fn document(i: usize) -> Value {
         "tags": ["field", format!("t{}", i % 5)],
         "reading": {"v": i * 3, "unit": "kPa", "at": 1_790_000_000_000_u64 + i as u64},
     })
+}
+
+/// Each document's key and JSON bytes, as the raw anchor writes them.
+fn raw_rows(docs: &[Value]) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    docs.iter()
+        .map(|d| Ok((raw_key(&d["_id"]), serde_json::to_vec(d)?)))
+        .collect()
 }
 
 fn raw_key(id: &Value) -> Vec<u8> {
@@ -291,7 +295,9 @@ fn raw_row_inserts(db: &rocksdb::DB, batches: &[Vec<Row>]) -> anyhow::Result<f64
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Seconds to write `bytes` in batches of `batch`, one commit each.
+/// Seconds to write `bytes` in batches of `batch`, one commit each. Never inlined: a
+/// profiler counts it by name ([`profile_inserts`]).
+#[inline(never)]
 fn raw_inserts(
     db: &rocksdb::DB,
     bytes: &[(Vec<u8>, Vec<u8>)],
@@ -332,6 +338,33 @@ fn engine_inserts(engine: &Engine, docs: &[Value], batch: usize) -> anyhow::Resu
         ensure!(results.len() == chunk.len(), "one result per insert");
     }
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// Documents [`profile_inserts`] writes.
+const PROFILED_DOCS: usize = 20_000;
+
+/// The batched insert runs alone, each once: [`PROFILED_DOCS`] documents through the
+/// engine, then their JSON through raw RocksDB, in batches of [`BATCH`], fsynced. For
+/// counting instructions, which unlike timings repeat exactly from run to run:
+///
+/// ```text
+/// valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*execute_statements*' \
+///     target/release/trellis-bench store-inserts
+/// ```
+///
+/// counts the engine's inserts (`--toggle-collect='*raw_inserts*'`: the anchor's).
+pub(crate) fn profile_inserts() -> anyhow::Result<()> {
+    let docs: Vec<Value> = (0..PROFILED_DOCS).map(document).collect();
+    let dir = tempfile::tempdir()?;
+    let (engine, _) = engine(dir.path())?;
+    let ours = engine_inserts(&engine, &docs, BATCH)?;
+    let raw_dir = tempfile::tempdir()?;
+    let raw = raw_db(raw_dir.path())?;
+    let theirs = raw_inserts(&raw, &raw_rows(&docs)?, BATCH)?;
+    eprintln!(
+        "inserted {PROFILED_DOCS} documents in batches of {BATCH}: engine {ours:.3} s, raw RocksDB {theirs:.3} s"
+    );
+    Ok(())
 }
 
 /// A cheap deterministic sequence of document numbers.

@@ -17,9 +17,9 @@ use trellis_common::ids::{ActorId, CollectionName, DocId};
 use trellis_common::replica::Replica;
 use trellis_node::store::blobs::CHUNK_SIZE;
 use trellis_node::store::{
-    AttachmentToken, BlobHash, BlobReader, BlobStore, Durability, IndexDef, MAX_DOC_BYTES,
-    MemoryStore, RocksOptions, RocksStore, Store, StoreError, WARN_DOC_BYTES, WriteBatch,
-    attachment_refs, cf, keys,
+    AttachmentToken, BlobHash, BlobReader, BlobStore, Durability, FORMAT_VERSION, IndexDef,
+    MAX_DOC_BYTES, MemoryStore, RocksOptions, RocksStore, Store, StoreError, WARN_DOC_BYTES,
+    WriteBatch, attachment_refs, cf, keys,
 };
 
 const T: u64 = 1_790_000_000_000;
