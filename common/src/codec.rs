@@ -163,8 +163,9 @@ pub fn encode_doc(state: &DocState) -> Vec<u8> {
 /// write path's form for new documents). `None` when `body` is not an object or nests
 /// deeper than [`MAX_PATH_DEPTH`]: building the state reports why.
 ///
-/// The form: [`FORM_INSERT`], the write (actor, timestamp and logical counter, sequence
-/// number, as in V1's write table), then the root's fields. Each field is its key's length
+/// The form: [`FORM_INSERT`], the write (actor, the timestamp's raw 64 bits little-endian,
+/// and the sequence number as a varint), then the root's fields. The header has fixed
+/// places but for the last number, so stamping a document is a few stores. Each field is its key's length
 /// plus one, the key, and its kind as V1 writes it (`Map`, followed by that object's
 /// fields, or `Value` and the [`Leaf`]); a 0 ends an object's fields. The root's `_id` is
 /// the document's key, not a field (as in `insert_delta`).
@@ -184,9 +185,11 @@ pub struct InsertEntries {
 /// The first byte of a document in the insert form ([`encode_insert`]); V1's is 0.
 pub const FORM_INSERT: u8 = 1;
 
-/// The most bytes the header of an inserted document takes: form, actor, timestamp,
-/// logical counter and sequence number.
-const HEADER_ROOM: usize = 1 + 8 + 10 + 3 + 10;
+/// The bytes of the header of an inserted document before its sequence number: form,
+/// actor, timestamp.
+const HEADER_FIXED: usize = 1 + 8 + 8;
+/// The most bytes that header takes: the fixed part and the longest sequence number.
+const HEADER_ROOM: usize = HEADER_FIXED + 10;
 
 /// What most documents' fields take: one allocation for them and their header.
 const USUAL_FIELD_BYTES: usize = 256;
@@ -205,22 +208,13 @@ impl InsertEntries {
     /// The document's encoding, every entry written by `ctx`: the header goes right
     /// before the fields, in the room left for it, so the fields are not moved.
     pub fn stamp(self, ctx: WriteContext) -> StampedInsert {
-        let varints = [
-            ctx.stamp.hlc.physical_ms(),
-            u64::from(ctx.stamp.hlc.logical()),
-            ctx.dot.seq,
-        ];
-        let len = 1 + 8 + varints.iter().map(|v| varint_len(*v)).sum::<usize>();
-        let start = HEADER_ROOM - len;
+        let start = HEADER_ROOM - HEADER_FIXED - varint_len(ctx.dot.seq);
         let mut bytes = self.bytes;
         let header = &mut bytes[start..HEADER_ROOM];
         header[0] = FORM_INSERT;
         header[1..9].copy_from_slice(&ctx.stamp.actor.to_bytes());
-        let mut at = 9;
-        for value in varints {
-            at += write_varint(&mut header[at..], value);
-        }
-        debug_assert_eq!(at, len);
+        header[9..HEADER_FIXED].copy_from_slice(&ctx.stamp.hlc.to_raw().to_le_bytes());
+        write_varint(&mut header[HEADER_FIXED..], ctx.dot.seq);
         StampedInsert { bytes, start }
     }
 }
@@ -423,16 +417,14 @@ pub fn decode_doc(bytes: &[u8]) -> Result<DocState, CodecError> {
 fn decode_insert(bytes: &[u8]) -> Result<DocState, CodecError> {
     let mut input = Input(bytes);
     let actor = input.take(8)?;
-    let (ms, logical, seq) = (input.varint()?, input.varint()?, input.varint()?);
-    let logical = u16::try_from(logical).map_err(|_| corrupt("logical counter above 65535"))?;
-    if seq == 0 || ms >= 1 << 48 {
-        return Err(corrupt(
-            "write with a zero sequence number or an impossible clock",
-        ));
+    let hlc = input.take(8)?;
+    let seq = input.varint()?;
+    if seq == 0 {
+        return Err(corrupt("write with a zero sequence number"));
     }
     let write = Entry {
         stamp: Stamp {
-            hlc: Hlc::new(ms, logical),
+            hlc: Hlc::from_raw(u64::from_le_bytes(hlc.try_into().expect("took 8 bytes"))),
             actor: ActorId::from_bytes(actor.try_into().expect("took 8 bytes")),
         },
         seq,
