@@ -435,12 +435,14 @@ fn decode_insert(bytes: &[u8]) -> Result<DocState, CodecError> {
     if !input.0.is_empty() {
         return Err(CodecError::TrailingBytes(input.0.len()));
     }
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+    // One write: no entry can hide another. A repeated key leaves fewer entries (the
+    // state keeps one per path).
+    let written = entries.len();
+    let state = DocState::from_unique_entries_of_one_write(entries);
+    if state.len() != written {
         return Err(corrupt("an object repeats a key"));
     }
-    // One write: no entry can hide another.
-    Ok(DocState::from_unique_entries_of_one_write(entries))
+    Ok(state)
 }
 
 /// Reads the fields of the object at `path` (and of the objects inside it) up to the end

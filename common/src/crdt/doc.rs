@@ -324,7 +324,9 @@ impl DocState {
     }
 
     /// A state from the entries of one write (all with the same stamp, so none can
-    /// hide another) at distinct paths, in any order: no check, one sort.
+    /// hide another) at distinct paths, in any order: no check, one sort. Of entries
+    /// sharing a path only one is kept, so a caller that cannot trust its paths to be
+    /// distinct compares [`DocState::len`] with the number of entries.
     pub(crate) fn from_unique_entries_of_one_write(entries: Vec<(Path, Entry)>) -> Self {
         debug_assert!(entries.windows(2).all(|w| w[0].1.stamp == w[1].1.stamp));
         let entries: BTreeMap<Path, Entry> = entries.into_iter().collect();
