@@ -352,7 +352,10 @@ const PROFILED_DOCS: usize = 20_000;
 ///     target/release/trellis-bench store-inserts
 /// ```
 ///
-/// counts the engine's inserts (`--toggle-collect='*raw_inserts*'`: the anchor's).
+/// counts the engine's inserts on the committing thread (`--toggle-collect='*raw_inserts*'`:
+/// the anchor's). The thread that prepares half of each transaction's documents runs
+/// outside `execute_statements`; `--toggle-collect='*prepare_some*'` counts the
+/// preparation on both threads.
 pub(crate) fn profile_inserts() -> anyhow::Result<()> {
     let docs: Vec<Value> = (0..PROFILED_DOCS).map(document).collect();
     let dir = tempfile::tempdir()?;
