@@ -163,12 +163,13 @@ pub fn encode_doc(state: &DocState) -> Vec<u8> {
 /// write path's form for new documents). `None` when `body` is not an object or nests
 /// deeper than [`MAX_PATH_DEPTH`]: building the state reports why.
 ///
-/// The form: [`FORM_INSERT`], the write (actor, the timestamp's raw 64 bits little-endian,
-/// and the sequence number as a varint), then the root's fields. The header has fixed
-/// places but for the last number, so stamping a document is a few stores. Each field is its key's length
-/// plus one, the key, and its kind as V1 writes it (`Map`, followed by that object's
-/// fields, or `Value` and the [`Leaf`]); a 0 ends an object's fields. The root's `_id` is
-/// the document's key, not a field (as in `insert_delta`).
+/// The form: [`FORM_INSERT`], the write (actor, the timestamp's raw 64 bits
+/// little-endian, and the sequence number as a varint), then the root's fields. The
+/// header has fixed places but for the last number, so stamping a document is a few
+/// stores. Each field is its key's length plus one, the key, and its kind as V1 writes
+/// it (`Map`, followed by that object's fields, or `Value` and the [`Leaf`]); a 0 ends an
+/// object's fields. The root's `_id` is the document's key, not a field (as in
+/// `insert_delta`).
 pub fn encode_insert(ctx: WriteContext, body: &serde_json::Value) -> Option<Vec<u8>> {
     Some(InsertEntries::encode(body)?.stamp(ctx).into_vec())
 }
