@@ -405,12 +405,14 @@ fn push_long_varint(out: &mut Vec<u8>, value: u64) {
 
 /// Decodes a document state of any known format.
 pub fn decode_doc(bytes: &[u8]) -> Result<DocState, CodecError> {
-    if bytes.first() == Some(&FORM_INSERT) && bytes.len() <= MAX_DOC_BYTES {
-        return decode_insert(&bytes[1..]);
-    }
-    check_outer(bytes, MAX_DOC_BYTES)?;
-    match from_bytes::<DocEncoding>(bytes)? {
-        DocEncoding::V1(doc) => doc_from_v1(doc),
+    match check_size(bytes, MAX_DOC_BYTES)? {
+        FORM_INSERT => decode_insert(&bytes[1..]),
+        version => {
+            check_version(version)?;
+            match from_bytes::<DocEncoding>(bytes)? {
+                DocEncoding::V1(doc) => doc_from_v1(doc),
+            }
+        }
     }
 }
 
@@ -419,7 +421,7 @@ fn decode_insert(bytes: &[u8]) -> Result<DocState, CodecError> {
     let mut input = Input(bytes);
     let actor = input.take(8)?;
     let hlc = input.take(8)?;
-    let seq = input.varint()?;
+    let seq: u64 = input.read()?;
     if seq == 0 {
         return Err(corrupt("write with a zero sequence number"));
     }
@@ -462,7 +464,7 @@ fn read_fields(
         };
     }
     loop {
-        let key_len = match input.varint()? {
+        let key_len = match input.read::<u64>()? {
             0 => return Ok(()),
             n => usize::try_from(n - 1).map_err(|_| CodecError::Truncated)?,
         };
@@ -474,15 +476,7 @@ fn read_fields(
         path.push(key.to_owned());
         let kind = match input.take(1)? {
             [KIND_MAP] => EntryKind::Map,
-            [KIND_VALUE] => {
-                let (leaf, rest) =
-                    postcard::take_from_bytes::<Leaf>(input.0).map_err(|e| match e {
-                        postcard::Error::DeserializeUnexpectedEnd => CodecError::Truncated,
-                        other => corrupt(other.to_string()),
-                    })?;
-                input.0 = rest;
-                EntryKind::Value(check_leaf(leaf)?)
-            }
+            [KIND_VALUE] => EntryKind::Value(check_leaf(input.read()?)?),
             _ => return Err(corrupt("a field is neither an object nor a value")),
         };
         let object = matches!(kind, EntryKind::Map);
@@ -514,21 +508,11 @@ impl<'a> Input<'a> {
         Ok(taken)
     }
 
-    /// An unsigned LEB128 varint of at most 64 bits.
-    fn varint(&mut self) -> Result<u64, CodecError> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.take(1)?[0];
-            let bits = u64::from(byte & 0x7f);
-            if shift == 63 && bits > 1 {
-                return Err(corrupt("varint above 64 bits"));
-            }
-            value |= bits << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(corrupt("varint above 64 bits"))
+    /// A value as postcard writes it (integers as varints, a [`Leaf`] as in V1).
+    fn read<T: Deserialize<'a>>(&mut self) -> Result<T, CodecError> {
+        let (value, rest) = take_from_bytes(self.0)?;
+        self.0 = rest;
+        Ok(value)
     }
 }
 
@@ -552,7 +536,7 @@ pub fn encode_delta(delta: &Delta) -> Vec<u8> {
 
 /// Decodes a delta of any known format.
 pub fn decode_delta(bytes: &[u8]) -> Result<Delta, CodecError> {
-    check_outer(bytes, MAX_DELTA_BYTES)?;
+    check_version(check_size(bytes, MAX_DELTA_BYTES)?)?;
     let DeltaEncoding::V1(delta) = from_bytes::<DeltaEncoding>(bytes)?;
     let mut changes = Vec::with_capacity(delta.changes.len());
     for change in delta.changes {
@@ -576,26 +560,37 @@ fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("encoding into a Vec cannot fail")
 }
 
-fn check_outer(bytes: &[u8], max: usize) -> Result<(), CodecError> {
+/// Checks that `bytes` are neither empty nor above `max`; returns their first byte (the
+/// format version, or a document's form).
+fn check_size(bytes: &[u8], max: usize) -> Result<u8, CodecError> {
     match bytes.first() {
         None => Err(CodecError::Empty),
         Some(_) if bytes.len() > max => Err(CodecError::TooLarge {
             len: bytes.len(),
             max,
         }),
-        // The variant index of the version enum; V1 is 0.
-        Some(&version) if version != 0 => {
-            Err(CodecError::UnknownVersion(version.saturating_add(1)))
-        }
-        Some(_) => Ok(()),
+        Some(&first) => Ok(first),
     }
 }
 
-fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
-    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| match e {
+/// Checks the variant index of the version enum: V1 is 0.
+fn check_version(version: u8) -> Result<(), CodecError> {
+    match version {
+        0 => Ok(()),
+        newer => Err(CodecError::UnknownVersion(newer.saturating_add(1))),
+    }
+}
+
+/// Postcard's `take_from_bytes`, its errors as [`CodecError`]s.
+fn take_from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<(T, &'a [u8]), CodecError> {
+    postcard::take_from_bytes(bytes).map_err(|e| match e {
         postcard::Error::DeserializeUnexpectedEnd => CodecError::Truncated,
         other => corrupt(other.to_string()),
-    })?;
+    })
+}
+
+fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
+    let (value, rest) = take_from_bytes(bytes)?;
     if !rest.is_empty() {
         return Err(CodecError::TrailingBytes(rest.len()));
     }
