@@ -499,20 +499,47 @@ impl<'e> Tx<'e> {
         body: &Value,
         entries: Option<InsertEntries>,
     ) -> Result<(), EngineError> {
-        let stamper = Stamper {
+        let seq = self.seq + 1;
+        let dot = Dot {
             actor: self.actor,
-            seq: &mut self.seq,
-            clock: self.clock,
-            wall_ms: self.wall_ms,
+            seq,
         };
-        let pending = stamp_new(stamper, c, &id, body, entries)?;
-        pending_docs(&mut self.overlay, c, self.expected_writes).insert(id, pending);
+        let ctx = WriteContext::for_document(DocState::empty(), self.clock.tick(self.wall_ms), dot);
+        let pending = match entries {
+            Some(entries) => Pending::Inserted {
+                encoded: entries.stamp(ctx),
+                dot,
+                hlc: ctx.stamp.hlc,
+            },
+            // Not an object, or nested too deep: building the state says which.
+            None => Pending::State {
+                state: DocState::insert_delta(ctx, body).map_err(|source| {
+                    EngineError::Document {
+                        collection: c.clone(),
+                        id: id.clone(),
+                        source,
+                    }
+                })?,
+                fragments: None,
+            },
+        };
+        self.overlay_of(c).insert(id, pending);
+        self.seq = seq;
         Ok(())
     }
 
     /// The pending documents of collection `c`.
     fn overlay_of(&mut self, c: &CollectionName) -> &mut PendingDocs {
-        pending_docs(&mut self.overlay, c, self.expected_writes)
+        if !self.overlay.contains_key(c) {
+            let docs = PendingDocs::with_capacity_and_hasher(
+                self.expected_writes,
+                foldhash::fast::RandomState::default(),
+            );
+            self.overlay.insert(c.clone(), docs);
+        }
+        self.overlay
+            .get_mut(c)
+            .expect("the collection's overlay was just created")
     }
 
     /// The transaction's writes as one store batch: one delta from `{actor: first - 1}`
@@ -614,30 +641,12 @@ impl<'e> Tx<'e> {
             let (id, current) = match id {
                 Some(id) => {
                     let id = id.map_err(|source| EngineError::InvalidId { number, source })?;
-                    // What this transaction wrote, or else what the store holds. The
-                    // id's slot is found once: a new document is stamped into it.
-                    let docs = pending_docs(&mut self.overlay, &c, self.expected_writes);
-                    match docs.entry(id) {
-                        indexmap::map::Entry::Occupied(written) => {
-                            let state = written.get().state(&c, written.key())?.into_owned();
-                            (written.key().clone(), Some(state))
-                        }
-                        indexmap::map::Entry::Vacant(slot) => match stored.map_err(|e| *e)? {
-                            Some(state) if !state.is_empty() => (slot.into_key(), Some(state)),
-                            _ => {
-                                let stamper = Stamper {
-                                    actor: self.actor,
-                                    seq: &mut self.seq,
-                                    clock: self.clock,
-                                    wall_ms: self.wall_ms,
-                                };
-                                let pending = stamp_new(stamper, &c, slot.key(), body, entries)?;
-                                ids.push(id_json.unwrap_or_else(|| slot.key().to_json()));
-                                slot.insert(pending);
-                                continue;
-                            }
-                        },
-                    }
+                    // What this transaction wrote, or else what the store holds.
+                    let current = match self.view().pending_state(&c, &id)? {
+                        Some(state) => Some(state),
+                        None => stored.map_err(|e| *e)?,
+                    };
+                    (id, current)
                 }
                 // A fresh random id is stored nowhere yet: nothing to read.
                 None => (DocId::generate(), None),
@@ -793,69 +802,4 @@ fn describe(value: &Value) -> String {
         Value::Array(_) => "an array".to_owned(),
         Value::Object(_) => "an object".to_owned(),
     }
-}
-
-/// The pending documents of collection `c` in `overlay`, created with room for
-/// `capacity` when the transaction has written none there yet.
-fn pending_docs<'o>(
-    overlay: &'o mut Overlay,
-    c: &CollectionName,
-    capacity: usize,
-) -> &'o mut PendingDocs {
-    if !overlay.contains_key(c) {
-        let docs =
-            PendingDocs::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default());
-        overlay.insert(c.clone(), docs);
-    }
-    overlay
-        .get_mut(c)
-        .expect("the collection's overlay was just created")
-}
-
-/// What stamps a transaction's next write: its fields apart from the overlay, so that a
-/// new document can be stamped while its slot in the overlay is held.
-struct Stamper<'t> {
-    actor: ActorId,
-    /// The last sequence number allocated to this actor.
-    seq: &'t mut u64,
-    clock: &'t mut Clock,
-    wall_ms: u64,
-}
-
-/// A document new to the store and to the transaction, stamped with the actor's next
-/// write ([`Tx::insert_new`]): kept in its stored encoding when `entries` has it (the
-/// fast path of inserts), else as the state `DocState::insert_delta` builds. The write
-/// is allocated only when the document is valid.
-fn stamp_new(
-    stamper: Stamper<'_>,
-    c: &CollectionName,
-    id: &DocId,
-    body: &Value,
-    entries: Option<InsertEntries>,
-) -> Result<Pending, EngineError> {
-    let seq = *stamper.seq + 1;
-    let dot = Dot {
-        actor: stamper.actor,
-        seq,
-    };
-    let ctx =
-        WriteContext::for_document(DocState::empty(), stamper.clock.tick(stamper.wall_ms), dot);
-    let pending = match entries {
-        Some(entries) => Pending::Inserted {
-            encoded: entries.stamp(ctx),
-            dot,
-            hlc: ctx.stamp.hlc,
-        },
-        // Not an object, or nested too deep: building the state says which.
-        None => Pending::State {
-            state: DocState::insert_delta(ctx, body).map_err(|source| EngineError::Document {
-                collection: c.clone(),
-                id: id.clone(),
-                source,
-            })?,
-            fragments: None,
-        },
-    };
-    *stamper.seq = seq;
-    Ok(pending)
 }
