@@ -12,8 +12,10 @@
 
 use std::num::NonZeroUsize;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
+use parking_lot::Mutex;
 use serde_json::Value;
 use trellis_common::codec::InsertEntries;
 use trellis_common::crdt::DocState;
@@ -105,13 +107,18 @@ pub(crate) fn prepare_inserts<'p>(
 }
 
 /// Prepares every job, in order, spread over threads when there are enough.
+///
+/// The jobs are cut into blocks of [`READ_TOGETHER`] and each thread, this one
+/// included, claims the next block until none is left: a helper that the system starts
+/// late (waking an idle core can take a good part of a batch's time) then simply
+/// prepares fewer blocks, and one it refuses to start prepares none.
 fn prepare_all<'p>(
     store: &dyn Store,
     params: &'p Params,
     jobs: &[Job<'_, 'p>],
 ) -> Vec<Option<PreparedInsert<'p>>> {
-    // Each thread fills its own part in place: a thousand prepared documents are worth
-    // not copying from one vector into another.
+    // Each block is filled in place: a thousand prepared documents are worth not
+    // copying from one vector into another.
     let mut prepared: Vec<Option<PreparedInsert<'p>>> =
         std::iter::repeat_with(|| None).take(jobs.len()).collect();
     // Asked once: the answer reads the process's CPU quota from files.
@@ -127,38 +134,36 @@ fn prepare_all<'p>(
         prepare_some(store, params, jobs, &mut prepared);
         return prepared;
     }
-    let chunk = jobs.len().div_ceil(threads);
-    // Parts whose thread the system refused (a small device at its limit): this thread
-    // prepares them once the others are done.
-    let mut refused = Vec::new();
-    thread::scope(|scope| {
-        let mut parts = jobs
-            .chunks(chunk)
-            .zip(prepared.chunks_mut(chunk))
-            .enumerate();
-        let first = parts.next();
-        let mut helpers = Vec::with_capacity(threads - 1);
-        for (part, (jobs, out)) in parts {
-            match thread::Builder::new()
-                .name("trellis-prepare".into())
-                .spawn_scoped(scope, move || prepare_some(store, params, jobs, out))
-            {
-                Ok(helper) => helpers.push(helper),
-                Err(_) => refused.push(part),
+    {
+        // Locked once each, by the thread that claims it: never contended.
+        let blocks: Vec<Mutex<_>> = jobs
+            .chunks(READ_TOGETHER)
+            .zip(prepared.chunks_mut(READ_TOGETHER))
+            .map(Mutex::new)
+            .collect();
+        let next = AtomicUsize::new(0);
+        let work = || {
+            while let Some(block) = blocks.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let (jobs, out) = &mut *block.lock();
+                prepare_some(store, params, jobs, out);
             }
-        }
-        if let Some((_, (jobs, out))) = first {
-            prepare_some(store, params, jobs, out);
-        }
-        for helper in helpers {
-            helper
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        }
-    });
-    for part in refused {
-        let range = part * chunk..((part + 1) * chunk).min(jobs.len());
-        prepare_some(store, params, &jobs[range.clone()], &mut prepared[range]);
+        };
+        thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads)
+                .filter_map(|_| {
+                    thread::Builder::new()
+                        .name("trellis-prepare".into())
+                        .spawn_scoped(scope, work)
+                        .ok()
+                })
+                .collect();
+            work();
+            for helper in helpers {
+                helper
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            }
+        });
     }
     prepared
 }
