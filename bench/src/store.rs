@@ -406,8 +406,8 @@ const PROFILED_DOCS: usize = 20_000;
 
 /// The batched insert runs alone, each once: [`PROFILED_DOCS`] documents through the
 /// engine (one INSERT per batch), then their JSON through raw RocksDB, in batches of
-/// [`BATCH`], fsynced. For
-/// counting instructions, which unlike timings repeat exactly from run to run:
+/// [`BATCH`], fsynced. For counting instructions, which unlike timings repeat exactly
+/// from run to run:
 ///
 /// ```text
 /// valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*execute_statements*' \

@@ -107,18 +107,13 @@ pub(crate) fn prepare_inserts<'p>(
 }
 
 /// Prepares every job, in order, spread over threads when there are enough.
-///
-/// The jobs are cut into blocks of [`READ_TOGETHER`] and each thread, this one
-/// included, claims the next block until none is left: a helper that the system starts
-/// late (waking an idle core can take a good part of a batch's time) then simply
-/// prepares fewer blocks, and one it refuses to start prepares none.
 fn prepare_all<'p>(
     store: &dyn Store,
     params: &'p Params,
     jobs: &[Job<'_, 'p>],
 ) -> Vec<Option<PreparedInsert<'p>>> {
-    // Each block is filled in place: a thousand prepared documents are worth not
-    // copying from one vector into another.
+    // Filled in place: a thousand prepared documents are worth not copying from one
+    // vector into another.
     let mut prepared: Vec<Option<PreparedInsert<'p>>> =
         std::iter::repeat_with(|| None).take(jobs.len()).collect();
     // Asked once: the answer reads the process's CPU quota from files.
@@ -132,40 +127,54 @@ fn prepare_all<'p>(
     };
     if threads <= 1 {
         prepare_some(store, params, jobs, &mut prepared);
-        return prepared;
-    }
-    {
-        // Locked once each, by the thread that claims it: never contended.
-        let blocks: Vec<Mutex<_>> = jobs
-            .chunks(READ_TOGETHER)
-            .zip(prepared.chunks_mut(READ_TOGETHER))
-            .map(Mutex::new)
-            .collect();
-        let next = AtomicUsize::new(0);
-        let work = || {
-            while let Some(block) = blocks.get(next.fetch_add(1, Ordering::Relaxed)) {
-                let (jobs, out) = &mut *block.lock();
-                prepare_some(store, params, jobs, out);
-            }
-        };
-        thread::scope(|scope| {
-            let helpers: Vec<_> = (1..threads)
-                .filter_map(|_| {
-                    thread::Builder::new()
-                        .name("trellis-prepare".into())
-                        .spawn_scoped(scope, work)
-                        .ok()
-                })
-                .collect();
-            work();
-            for helper in helpers {
-                helper
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            }
-        });
+    } else {
+        prepare_on_threads(store, params, jobs, &mut prepared, threads);
     }
     prepared
+}
+
+/// Prepares `jobs` into `out` (as long) on `threads` threads, this one included.
+///
+/// The jobs are cut into blocks of [`READ_TOGETHER`] and each thread claims the next
+/// block until none is left: a helper that the system starts late (waking an idle core
+/// can take a good part of a batch's time) then simply prepares fewer blocks, and one
+/// it refuses to start prepares none.
+fn prepare_on_threads<'p>(
+    store: &dyn Store,
+    params: &'p Params,
+    jobs: &[Job<'_, 'p>],
+    out: &mut [Option<PreparedInsert<'p>>],
+    threads: usize,
+) {
+    // Locked once each, by the thread that claims it: never contended.
+    let blocks: Vec<Mutex<_>> = jobs
+        .chunks(READ_TOGETHER)
+        .zip(out.chunks_mut(READ_TOGETHER))
+        .map(Mutex::new)
+        .collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        while let Some(block) = blocks.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let (jobs, out) = &mut *block.lock();
+            prepare_some(store, params, jobs, out);
+        }
+    };
+    thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| {
+                thread::Builder::new()
+                    .name("trellis-prepare".into())
+                    .spawn_scoped(scope, work)
+                    .ok()
+            })
+            .collect();
+        work();
+        for helper in helpers {
+            helper
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        }
+    });
 }
 
 /// Prepares `jobs` into `out` (as long), in blocks, each block's ids read together.
