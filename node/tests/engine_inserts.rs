@@ -369,3 +369,57 @@ fn a_large_transaction_over_two_collections_reads_each_ones_ids() {
         }
     }
 }
+
+#[test]
+fn a_batch_mostly_in_id_order_stores_each_document_once() {
+    const N: usize = 300; // prepared on several threads
+    for db in backends() {
+        db.run(
+            "INSERT INTO c DOCUMENTS ({_id: 'k-0100', v: 'stored'})",
+            json!({}),
+        );
+        let doc = |i: usize| json!({"_id": format!("k-{i:04}"), "i": i});
+        let mut bodies: Vec<Value> = (0..N).map(doc).collect();
+        // Out of order: an id new to the transaction, then one it inserted already,
+        // then one the store holds; a document without `_id`; then in order again.
+        bodies[150] = doc(9_000);
+        bodies[151] = doc(3);
+        bodies[152] = doc(100);
+        bodies[153] = json!({"i": "generated"});
+        bodies.push(doc(20));
+        let ids = large_insert(&db, &bodies, "DO NOTHING").unwrap();
+        // Skipped: both `k-0100` (stored), the second `k-0003` and the second `k-0020`.
+        assert_eq!(ids.len(), N + 1 - 4, "[{}]", db.name);
+        assert!(ids.contains(&json!("k-9000")), "[{}]", db.name);
+        assert!(!ids.contains(&json!("k-0100")), "[{}]", db.name);
+        // The stored one, N - 5 of the numbered ones, `k-9000` and the generated one.
+        let all = db.all("c");
+        assert_eq!(all.len(), N - 2, "[{}] each document once", db.name);
+        let stored_doc = db.rows("SELECT * FROM c WHERE _id = 'k-0100'", json!({}));
+        assert_eq!(
+            stored_doc,
+            [json!({"_id": "k-0100", "v": "stored"})],
+            "[{}]",
+            db.name
+        );
+        for i in [0, 3, 20, 149, 154, 299, 9_000] {
+            let rows = db.rows(
+                "SELECT * FROM c WHERE _id = :id",
+                json!({"id": format!("k-{i:04}")}),
+            );
+            assert_eq!(rows, [doc(i)], "[{}] {i}", db.name);
+        }
+        assert_eq!(
+            db.rows("SELECT * FROM c WHERE i = 'generated'", json!({}))
+                .len(),
+            1
+        );
+
+        // With FAIL, the same repeated id fails the whole batch.
+        let mut again: Vec<Value> = (1_000..1_000 + N).map(doc).collect();
+        again[200] = doc(1_010);
+        let err = large_insert(&db, &again, "FAIL").unwrap_err();
+        assert!(err.contains("k-1010"), "[{}] {err}", db.name);
+        assert_eq!(db.all("c").len(), all.len(), "[{}] nothing stored", db.name);
+    }
+}

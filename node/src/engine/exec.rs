@@ -17,7 +17,11 @@
 //! as a [`NewDoc`], which stores it without building a [`DocState`]. The existence read
 //! is skipped only for ids the engine generates (fresh UUIDs), never for a given `_id`.
 //! Both the read and the encoding are done before the statements run, for the whole
-//! transaction at once ([`super::prepare`]).
+//! transaction at once ([`super::prepare`]). While a transaction inserts new ids in
+//! increasing order, as a batch usually does, its new documents wait in a list in that
+//! order rather than in the overlay of pending documents, and go to the store as they
+//! are; whatever reads the transaction's documents, or writes one out of order, moves
+//! them into the overlay first.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -386,6 +390,12 @@ pub(crate) struct Tx<'e> {
     /// [`WriteBatch::assume_absent`].
     generation: Option<u64>,
     overlay: Overlay,
+    /// Documents this transaction inserted new that nothing has read since, in
+    /// increasing (collection, id) order and none of them in `overlay`: a batch that
+    /// inserts new ids in order (the usual batch) keeps its documents here, as the store
+    /// takes them, and never hashes them into the overlay. Moved into the overlay before
+    /// anything reads the transaction's documents ([`Tx::view`]).
+    fresh: Vec<NewDoc>,
     pub(crate) indexes: Vec<IndexDef>,
     /// How many documents the transaction is likely to write: the room a collection's
     /// pending documents start with, so a large batch does not grow them step by step.
@@ -411,16 +421,48 @@ impl<'e> Tx<'e> {
             seq,
             generation,
             overlay: Overlay::new(),
+            fresh: Vec::with_capacity(expected_writes),
             indexes: store.indexes(),
             expected_writes,
         }
     }
 
-    pub(crate) fn view(&self) -> View<'_> {
+    /// Reads as the transaction sees the store.
+    pub(crate) fn view(&mut self) -> View<'_> {
+        self.settle();
+        self.overlay_view()
+    }
+
+    /// The store and `overlay`, without `fresh`: for reading a document that `fresh`
+    /// cannot hold.
+    fn overlay_view(&self) -> View<'_> {
         View {
             store: self.store,
             overlay: Some(&self.overlay),
         }
+    }
+
+    /// Moves the `fresh` documents into the overlay, for a read or a write out of order.
+    fn settle(&mut self) {
+        for new in std::mem::take(&mut self.fresh) {
+            let NewDoc {
+                collection,
+                id,
+                encoded,
+                dot,
+                hlc,
+            } = new;
+            let pending = Pending::Inserted { encoded, dot, hlc };
+            self.overlay_of(&collection).insert(id, pending);
+        }
+    }
+
+    /// Whether document `id` of `c` comes after every `fresh` document (so it is none
+    /// of them, and may join them).
+    fn follows_fresh(&self, c: &CollectionName, id: &DocId) -> bool {
+        self.fresh
+            .last()
+            .is_none_or(|last| (&last.collection, &last.id) < (c, id))
     }
 
     /// Writes one document: `make` turns its current state and the write context into
@@ -490,7 +532,8 @@ impl<'e> Tx<'e> {
 
     /// Inserts a document that neither the store nor this transaction holds: as
     /// [`Tx::write`] with `DocState::insert_delta`, but kept in its stored encoding,
-    /// made straight from the JSON (the fast path of inserts).
+    /// made straight from the JSON (the fast path of inserts), and among the `fresh`
+    /// documents when its id comes after theirs.
     /// `entries` are `body`'s ([`InsertEntries::encode`]).
     fn insert_new(
         &mut self,
@@ -505,25 +548,42 @@ impl<'e> Tx<'e> {
             seq,
         };
         let ctx = WriteContext::for_document(DocState::empty(), self.clock.tick(self.wall_ms), dot);
-        let pending = match entries {
-            Some(entries) => Pending::Inserted {
-                encoded: entries.stamp(ctx),
-                dot,
-                hlc: ctx.stamp.hlc,
-            },
+        let hlc = ctx.stamp.hlc;
+        match entries {
+            Some(entries) => {
+                let encoded = entries.stamp(ctx);
+                // Only while the overlay holds no document of `c` (so not this one):
+                // once it does, new ones join them, or a batch out of order would
+                // move each document twice.
+                if self.follows_fresh(c, &id) && self.overlay.get(c).is_none_or(|d| d.is_empty()) {
+                    let new = NewDoc {
+                        collection: c.clone(),
+                        id,
+                        encoded,
+                        dot,
+                        hlc,
+                    };
+                    self.fresh.push(new);
+                } else {
+                    let pending = Pending::Inserted { encoded, dot, hlc };
+                    self.overlay_of(c).insert(id, pending);
+                }
+            }
             // Not an object, or nested too deep: building the state says which.
-            None => Pending::State {
-                state: DocState::insert_delta(ctx, body).map_err(|source| {
-                    EngineError::Document {
+            None => {
+                let state =
+                    DocState::insert_delta(ctx, body).map_err(|source| EngineError::Document {
                         collection: c.clone(),
                         id: id.clone(),
                         source,
-                    }
-                })?,
-                fragments: None,
-            },
-        };
-        self.overlay_of(c).insert(id, pending);
+                    })?;
+                let pending = Pending::State {
+                    state,
+                    fragments: None,
+                };
+                self.overlay_of(c).insert(id, pending);
+            }
+        }
         self.seq = seq;
         Ok(())
     }
@@ -552,7 +612,13 @@ impl<'e> Tx<'e> {
         }
         let mut absent = Vec::new();
         let mut changes = Vec::new();
-        batch.reserve_new(self.overlay.values().map(PendingDocs::len).sum());
+        batch.reserve_new(
+            self.fresh.len() + self.overlay.values().map(PendingDocs::len).sum::<usize>(),
+        );
+        // Already in order, and in none of the overlay's.
+        for new in self.fresh {
+            batch.push_new(new);
+        }
         for (collection, docs) in self.overlay {
             let mut docs: Vec<(DocId, Pending)> = docs.into_iter().collect();
             // Usually already in order: batches tend to insert ids in order.
@@ -641,8 +707,12 @@ impl<'e> Tx<'e> {
             let (id, current) = match id {
                 Some(id) => {
                     let id = id.map_err(|source| EngineError::InvalidId { number, source })?;
+                    // Inserting ids in order, the usual batch, keeps `fresh` as it is.
+                    if !self.follows_fresh(&c, &id) {
+                        self.settle();
+                    }
                     // What this transaction wrote, or else what the store holds.
-                    let current = match self.view().pending_state(&c, &id)? {
+                    let current = match self.overlay_view().pending_state(&c, &id)? {
                         Some(state) => Some(state),
                         None => stored.map_err(|e| *e)?,
                     };
@@ -686,7 +756,7 @@ impl<'e> Tx<'e> {
 
     /// The live documents of `c` that pass `filter`, as this transaction sees them.
     fn targets(
-        &self,
+        &mut self,
         c: &CollectionName,
         filter: Option<&Expr>,
     ) -> Result<Vec<(DocId, Value)>, EngineError> {
@@ -725,8 +795,9 @@ impl<'e> Tx<'e> {
         Ok(QueryResult::new(Outcome::Mutated { ids }))
     }
 
-    pub(crate) fn select(&self, s: &Select) -> Result<QueryResult, EngineError> {
-        let rows = select(&self.view(), s, &self.indexes)?;
+    pub(crate) fn select(&mut self, s: &Select) -> Result<QueryResult, EngineError> {
+        self.settle();
+        let rows = select(&self.overlay_view(), s, &self.indexes)?;
         Ok(QueryResult::new(Outcome::Documents {
             documents: rows.rows,
         }))
