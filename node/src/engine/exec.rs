@@ -421,7 +421,7 @@ impl<'e> Tx<'e> {
             seq,
             generation,
             overlay: Overlay::new(),
-            fresh: Vec::with_capacity(expected_writes),
+            fresh: Vec::new(),
             indexes: store.indexes(),
             expected_writes,
         }
@@ -563,6 +563,11 @@ impl<'e> Tx<'e> {
                         dot,
                         hlc,
                     };
+                    // Room for the whole batch at its first insert, not in every
+                    // transaction (most write one document, or update).
+                    if self.fresh.is_empty() {
+                        self.fresh.reserve(self.expected_writes);
+                    }
                     self.fresh.push(new);
                 } else {
                     let pending = Pending::Inserted { encoded, dot, hlc };
