@@ -312,9 +312,57 @@ fn garbage_from_a_peer_closes_the_session_with_a_reason() {
 }
 
 #[test]
-fn a_message_before_hello_or_an_oversized_frame_closes_the_session() {
+fn messages_that_overtake_the_peers_hello_are_handled_after_it() {
+    // A sends its Hello on one link, B's Hello arrives, and A's subscription and pull go
+    // out on another link that delivers them first.
+    let mut b = Node::new(2);
+    b.insert("car-1", json!({"color": "blue"}));
+    let mut pair = Pair::new(Node::new(1), b);
+    pair.subscribe(0, BLUE);
+    pair.connect();
+    let hellos = std::mem::take(&mut pair.in_flight);
+    let (to_b, to_a): (Vec<_>, Vec<_>) = hellos.into_iter().partition(|(to, _)| *to == 1);
+    pair.in_flight = to_a;
+    pair.flight();
+    let overtaking: Vec<&str> = pair
+        .in_flight
+        .iter()
+        .filter_map(|(_, bytes)| {
+            let Ok(Frame::V1(message)) = frame::decode(bytes, u32::MAX) else {
+                return None;
+            };
+            Some(message.name())
+        })
+        .collect();
+    assert!(overtaking.contains(&"Pull"), "{overtaking:?}");
+    pair.flight();
+    assert!(
+        pair.sessions[1].peer().is_none(),
+        "A's Hello is still on its way"
+    );
+    pair.in_flight = to_b;
+    pair.settle();
+    assert!(pair.closes.iter().all(Vec::is_empty), "{:?}", pair.closes);
+    assert!(pair.caught_up(0));
+    assert_eq!(
+        pair.nodes[0].get("car-1"),
+        Some(json!({"_id": "car-1", "color": "blue"}))
+    );
+}
+
+#[test]
+fn too_much_before_hello_or_an_oversized_frame_closes_the_session() {
     let mut pair = Pair::new(Node::new(1), Node::new(2));
     let ping = frame::encode(&Frame::V1(Message::Ping { nonce: 1 }), 1024).unwrap();
+    // Held for the Hello (another link may deliver it later), up to a limit.
+    for _ in 0..64 {
+        pair.input(0, Input::Frame(ping.clone()));
+    }
+    assert!(pair.closes[0].is_empty(), "{:?}", pair.closes[0]);
+    assert!(
+        pair.in_flight.is_empty(),
+        "nothing is answered before the Hello"
+    );
     pair.input(0, Input::Frame(ping));
     assert_eq!(
         pair.closes[0],

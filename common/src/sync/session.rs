@@ -140,7 +140,7 @@ pub enum Event {
 pub enum CloseReason {
     #[error("bad frame from peer: {0}")]
     BadFrame(FrameError),
-    #[error("peer sent {message} before its Hello")]
+    #[error("peer sent {message} before its Hello, beyond what a session holds until then")]
     BeforeHello { message: &'static str },
     #[error("peer speaks protocol version {peer}, this build speaks {PROTOCOL_VERSION}")]
     UnsupportedProtocol { peer: u32 },
@@ -209,6 +209,11 @@ const ECHO_LIMIT: usize = 200_000;
 
 /// How much of out-of-order pushes a session keeps (estimated) before dropping them.
 const PARKED_LIMIT_BYTES: usize = 8 * 1024 * 1024;
+/// Messages a session holds that arrived before the peer's Hello: the peer sends its
+/// Hello first, but on the link it had then, and what it sends next may take another of
+/// its links to us and overtake it. More than this, or more bytes than one frame, before
+/// the Hello closes the session.
+const EARLY_LIMIT: usize = 64;
 type Result<T = ()> = std::result::Result<T, CloseReason>;
 
 /// A pull we sent and have not finished.
@@ -262,6 +267,10 @@ pub struct Session {
     connected_at: Option<u64>,
     hello_sent_at: u64,
     peer: Option<Hello>,
+    /// Messages that arrived before the peer's Hello, handled right after it.
+    early: Vec<Message>,
+    /// Their frames' size.
+    early_bytes: usize,
     now: u64,
     stats: SessionStats,
     last_heartbeat: u64,
@@ -312,6 +321,8 @@ impl Session {
             connected_at: None,
             hello_sent_at: 0,
             peer: None,
+            early: Vec::new(),
+            early_bytes: 0,
             now: 0,
             stats: SessionStats::default(),
             last_heartbeat: 0,
@@ -525,13 +536,39 @@ impl Session {
             frame::decode(bytes, self.config.max_frame_bytes).map_err(CloseReason::BadFrame)?;
         if self.peer.is_none() {
             return match message {
-                Message::Hello(hello) => self.on_hello(store, out, hello),
+                Message::Hello(hello) => {
+                    self.on_hello(store, out, hello)?;
+                    self.early_bytes = 0;
+                    for message in std::mem::take(&mut self.early) {
+                        self.on_message(store, out, message)?;
+                    }
+                    Ok(())
+                }
                 Message::Goodbye { reason } => Err(CloseReason::Goodbye(reason)),
+                other
+                    if self.early.len() < EARLY_LIMIT
+                        && self.early_bytes + bytes.len()
+                            <= self.config.max_frame_bytes as usize =>
+                {
+                    self.early.push(other);
+                    self.early_bytes += bytes.len();
+                    Ok(())
+                }
                 other => Err(CloseReason::BeforeHello {
                     message: other.name(),
                 }),
             };
         }
+        self.on_message(store, out, message)
+    }
+
+    /// A message from the peer after its Hello.
+    fn on_message(
+        &mut self,
+        store: &mut dyn SyncStore,
+        out: &mut Vec<Output>,
+        message: Message,
+    ) -> Result {
         match message {
             Message::Hello(hello) => {
                 if Some(&hello) == self.peer.as_ref() {
