@@ -44,6 +44,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    trellis_node::memory::disable_transparent_huge_pages();
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build measures nothing useful; use `cargo run --release`");
     }

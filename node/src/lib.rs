@@ -9,6 +9,7 @@ pub mod demo;
 pub mod engine;
 pub mod fetch;
 pub mod identity;
+pub mod memory;
 pub mod net;
 pub mod node;
 pub mod store;

@@ -173,6 +173,7 @@ fn main() -> ExitCode {
         _ => "info",
     };
     init_tracing(default_filter);
+    trellis_node::memory::disable_transparent_huge_pages();
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
