@@ -25,7 +25,7 @@ use trellis_common::query::{Expr, Params, Statement};
 use crate::store::{Store, StoreError};
 
 /// Documents worth a thread of their own: preparing one takes about a microsecond,
-/// starting a thread some tens.
+/// waking a helper some tens.
 const DOCS_PER_THREAD: usize = 128;
 /// The most threads one transaction prepares on.
 const MAX_THREADS: usize = 4;
@@ -116,14 +116,12 @@ fn prepare_all<'p>(
     // vector into another.
     let mut prepared: Vec<Option<PreparedInsert<'p>>> =
         std::iter::repeat_with(|| None).take(jobs.len()).collect();
-    // Asked once: the answer reads the process's CPU quota from files.
-    static AVAILABLE: OnceLock<usize> = OnceLock::new();
     let threads = if jobs.len() < 2 * DOCS_PER_THREAD {
         1
     } else {
-        let available =
-            *AVAILABLE.get_or_init(|| thread::available_parallelism().map_or(1, NonZeroUsize::get));
-        available.min(MAX_THREADS).min(jobs.len() / DOCS_PER_THREAD)
+        available_threads()
+            .min(MAX_THREADS)
+            .min(jobs.len() / DOCS_PER_THREAD)
     };
     if threads <= 1 {
         prepare_some(store, params, jobs, &mut prepared);
@@ -136,9 +134,8 @@ fn prepare_all<'p>(
 /// Prepares `jobs` into `out` (as long) on `threads` threads, this one included.
 ///
 /// The jobs are cut into blocks of [`READ_TOGETHER`] and each thread claims the next
-/// block until none is left: a helper that the system starts late (waking an idle core
-/// can take a good part of a batch's time) then simply prepares fewer blocks, and one
-/// it refuses to start prepares none.
+/// block until none is left: a helper that wakes late (waking an idle core can take a
+/// good part of a batch's time) then simply prepares fewer blocks.
 fn prepare_on_threads<'p>(
     store: &dyn Store,
     params: &'p Params,
@@ -159,22 +156,45 @@ fn prepare_on_threads<'p>(
             prepare_some(store, params, jobs, out);
         }
     };
-    thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads)
-            .filter_map(|_| {
-                thread::Builder::new()
-                    .name("trellis-prepare".into())
-                    .spawn_scoped(scope, work)
-                    .ok()
-            })
-            .collect();
-        work();
-        for helper in helpers {
-            helper
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        }
-    });
+    match helpers() {
+        Some(pool) => pool.in_place_scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(|_| work());
+            }
+            work();
+        }),
+        None => work(),
+    }
+}
+
+/// The threads that help transactions prepare, one fewer than the threads a transaction
+/// prepares on at most; `None` on a single core, or if the system refuses threads (the
+/// transaction's own thread then prepares everything). Kept alive for the process: a
+/// thread started per transaction began late, and its exit returned the allocator's
+/// memory to the system (a third of its time, perf), only for the next batch to fault
+/// it back in.
+fn helpers() -> Option<&'static rayon_core::ThreadPool> {
+    static HELPERS: OnceLock<Option<rayon_core::ThreadPool>> = OnceLock::new();
+    HELPERS
+        .get_or_init(|| {
+            let threads = available_threads().min(MAX_THREADS) - 1;
+            if threads == 0 {
+                return None;
+            }
+            rayon_core::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|_| "trellis-prepare".into())
+                .build()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// The threads this process may run at once.
+fn available_threads() -> usize {
+    // Asked once: the answer reads the process's CPU quota from files.
+    static AVAILABLE: OnceLock<usize> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| thread::available_parallelism().map_or(1, NonZeroUsize::get))
 }
 
 /// Prepares `jobs` into `out` (as long), in blocks, each block's ids read together.
