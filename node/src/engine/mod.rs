@@ -52,7 +52,7 @@ pub use result::{Outcome, QueryResult};
 
 use exec::{Tx, View, collection, matching};
 use observe::{Changed, Registry};
-use prepare::prepare_inserts;
+use prepare::{MANY_DOCUMENTS, drop_later, prepare_inserts};
 
 use crate::store::{
     Applied, AppliedDoc, IndexDef, ShadowsApplied, Store, StoreError, WARN_DOC_BYTES, WriteBatch,
@@ -326,6 +326,10 @@ impl Engine {
             batch = batch.without_docs();
         }
         let applied = self.store.apply(&batch)?;
+        // A large batch is freed on a helper thread, not before the caller hears back.
+        if documents >= MANY_DOCUMENTS {
+            drop_later(batch);
+        }
         attach_warnings(&applied, statements, &mut results);
         self.committed(writer, &applied);
         Ok(results)
