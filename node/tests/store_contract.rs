@@ -1619,6 +1619,83 @@ fn a_format_2_store_is_migrated_on_open() {
     );
 }
 
+/// Rewrites every index run of `store` in format 4's layout, each entry's collection and
+/// id written whole.
+fn rewrite_runs_as_format_4(store: &RocksStore) {
+    for key in store.raw_keys(cf::LSNS).unwrap() {
+        let value = store.raw_get(cf::LSNS, &key).unwrap().unwrap();
+        let first = keys::decode_u64(&key[key.len() - 8..]).unwrap();
+        let mut old = Vec::new();
+        for (lsn, id) in keys::decode_lsn_run(first, &value).unwrap() {
+            old = postcard::to_extend(&(lsn - first, id.as_canonical()), old).unwrap();
+        }
+        store.raw_put(cf::LSNS, &key, &old).unwrap();
+    }
+    for key in store.raw_keys(cf::CHANGES).unwrap() {
+        let value = store.raw_get(cf::CHANGES, &key).unwrap().unwrap();
+        let mut old = Vec::new();
+        for e in keys::decode_change_run(&value).unwrap() {
+            let entry = (e.seq, e.collection.as_str(), e.id.as_canonical());
+            old = postcard::to_extend(&entry, old).unwrap();
+        }
+        store.raw_put(cf::CHANGES, &key, &old).unwrap();
+    }
+}
+
+#[test]
+fn a_format_4_store_is_migrated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cars, vans) = (coll("cars"), coll("vans"));
+    let mut a = replica(1);
+    let before;
+    {
+        let store = open(&dir);
+        let batch: WriteBatch = ["c-001", "c-002", "c-010"]
+            .into_iter()
+            .map(|name| (&cars, name))
+            .chain([(&vans, "v-1"), (&vans, "v-2")])
+            .map(|(c, name)| a.insert(c, &id(name), &json!({"n": 0}), T).unwrap())
+            .collect();
+        store.apply(&batch).unwrap();
+        apply(
+            &store,
+            &a.update(&cars, &id("c-002"), &[set("n", json!(2))], T + 1)
+                .unwrap(),
+        );
+        before = index_view(&store, &[&cars, &vans]);
+        rewrite_runs_as_format_4(&store);
+        set_format_version(&store, 4);
+    }
+    let store = open(&dir);
+    assert_eq!(format_version(&store), FORMAT_VERSION);
+    assert_eq!(index_view(&store, &[&cars, &vans]), before);
+    // Every run is in the new layout: the format-4 reader no longer takes them all.
+    let runs: Vec<Vec<u8>> = store
+        .raw_keys(cf::CHANGES)
+        .unwrap()
+        .iter()
+        .map(|key| store.raw_get(cf::CHANGES, key).unwrap().unwrap())
+        .collect();
+    assert!(runs.iter().all(|run| keys::decode_change_run(run).is_ok()));
+    assert!(
+        runs.iter()
+            .any(|run| keys::decode_change_run_v4(run).is_err())
+    );
+    // The migrated runs change like any.
+    apply(
+        &store,
+        &a.update(&cars, &id("c-001"), &[set("n", json!(1))], T + 2)
+            .unwrap(),
+    );
+    let cars_by_lsn: Vec<DocId> = store
+        .changed_since(&cars, 0, 0, 1_000)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(cars_by_lsn, ids(&["c-010", "c-002", "c-001"]));
+}
+
 #[test]
 fn the_lsn_and_the_incarnation_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();

@@ -175,23 +175,64 @@ pub struct ChangeEntry {
 }
 
 /// A change run's value: its `(seq, collection, id)` entries in order, each
-/// `seq(varint) collection(str) id(str)` (postcard).
+/// `seq(varint) collection(str) id` (postcard's varints and strings), the collection
+/// empty when it is the previous entry's and the id written as [`push_shared_id`] does.
+/// A batch's ids usually share most of their bytes with the previous one, so an entry
+/// takes a few bytes, not the twenty of its collection and id (format 5).
 pub fn encode_change_run<'e>(
     entries: impl IntoIterator<Item = (u64, &'e CollectionName, &'e DocId)>,
 ) -> Vec<u8> {
     let entries = entries.into_iter();
-    // A few bytes of sequence number and lengths, the collection and the id per entry.
-    let mut out = Vec::with_capacity(entries.size_hint().0 * 32);
+    // A few bytes of sequence number, lengths and the id's last bytes per entry.
+    let mut out = Vec::with_capacity(entries.size_hint().0 * 8);
+    let mut previous: Option<(&CollectionName, &DocId)> = None;
     for (seq, collection, id) in entries {
         push_varint(&mut out, seq);
-        push_bytes(&mut out, collection.as_str().as_bytes());
-        push_bytes(&mut out, id.as_canonical().as_bytes());
+        let same = previous.is_some_and(|(c, _)| c == collection);
+        push_bytes(
+            &mut out,
+            if same {
+                b""
+            } else {
+                collection.as_str().as_bytes()
+            },
+        );
+        push_shared_id(&mut out, previous.map(|(_, id)| id), id);
+        previous = Some((collection, id));
     }
     out
 }
 
 /// Reads back [`encode_change_run`].
 pub fn decode_change_run(mut value: &[u8]) -> Result<Vec<ChangeEntry>, KeyError> {
+    let mut entries: Vec<ChangeEntry> = Vec::new();
+    while !value.is_empty() {
+        let ((seq, collection), rest) = postcard::take_from_bytes::<(u64, &[u8])>(value)
+            .map_err(|_| bad("change-index run with a truncated entry"))?;
+        let previous = entries.last();
+        let collection = match (collection, previous) {
+            (b"", Some(previous)) => previous.collection.clone(),
+            (b"", None) => {
+                return Err(bad(
+                    "change-index run whose first entry names no collection",
+                ));
+            }
+            (name, _) => parse_collection(name)?,
+        };
+        let (id, rest) = take_shared_id(rest, previous.map(|e| &e.id))?;
+        entries.push(ChangeEntry {
+            seq,
+            collection,
+            id,
+        });
+        value = rest;
+    }
+    Ok(entries)
+}
+
+/// Reads a change run of format 4 and earlier, each entry `seq(varint)
+/// collection(str) id(str)`: for the migration to format 5.
+pub fn decode_change_run_v4(mut value: &[u8]) -> Result<Vec<ChangeEntry>, KeyError> {
     let mut entries = Vec::new();
     while !value.is_empty() {
         let ((seq, collection, id), rest) =
@@ -205,6 +246,34 @@ pub fn decode_change_run(mut value: &[u8]) -> Result<Vec<ChangeEntry>, KeyError>
         value = rest;
     }
     Ok(entries)
+}
+
+/// Writes `id` after `previous` (the run's entry before, if any): how many leading
+/// bytes of its canonical text it shares with the previous id's (varint), then the rest
+/// (postcard bytes).
+fn push_shared_id(out: &mut Vec<u8>, previous: Option<&DocId>, id: &DocId) {
+    let id = id.as_canonical().as_bytes();
+    let shared = previous.map_or(0, |previous| {
+        let previous = previous.as_canonical().as_bytes();
+        previous.iter().zip(id).take_while(|(a, b)| a == b).count()
+    });
+    push_varint(out, shared as u64);
+    push_bytes(out, &id[shared..]);
+}
+
+/// Reads back an id written by [`push_shared_id`], and what follows it.
+fn take_shared_id<'v>(
+    value: &'v [u8],
+    previous: Option<&DocId>,
+) -> Result<(DocId, &'v [u8]), KeyError> {
+    let ((shared, rest), after) = postcard::take_from_bytes::<(u64, &[u8])>(value)
+        .map_err(|_| bad("index run with a truncated _id"))?;
+    let previous = previous.map_or(&b""[..], |id| id.as_canonical().as_bytes());
+    let shared = usize::try_from(shared)
+        .ok()
+        .and_then(|shared| previous.get(..shared))
+        .ok_or_else(|| bad("index run entry sharing more of an _id than there is"))?;
+    Ok((parse_id(&[shared, rest].concat())?, after))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -229,26 +298,46 @@ pub fn parse_lsn_key(collection: &CollectionName, key: &[u8]) -> Result<Lsn, Key
 }
 
 /// An LSN run's value: `(lsn, id)` entries in LSN order, each `lsn - first(varint)
-/// id(str)` (postcard), `first` being the LSN of the run's key.
+/// id`, `first` being the LSN of the run's key and the id written as [`push_shared_id`]
+/// does (format 5).
 pub fn encode_lsn_run<'e>(
     first: Lsn,
     entries: impl IntoIterator<Item = (Lsn, &'e DocId)>,
 ) -> Vec<u8> {
     let entries = entries.into_iter();
-    // About a byte of offset, two of length and the id's text per entry.
-    let mut out = Vec::with_capacity(entries.size_hint().0 * 24);
+    // About a byte of offset, two of lengths and the id's last bytes per entry.
+    let mut out = Vec::with_capacity(entries.size_hint().0 * 6);
+    let mut previous = None;
     for (lsn, id) in entries {
         let offset = lsn
             .checked_sub(first)
             .expect("a run's entries are not older than its key");
         push_varint(&mut out, offset);
-        push_bytes(&mut out, id.as_canonical().as_bytes());
+        push_shared_id(&mut out, previous, id);
+        previous = Some(id);
     }
     out
 }
 
 /// Reads back [`encode_lsn_run`].
 pub fn decode_lsn_run(first: Lsn, mut value: &[u8]) -> Result<Vec<(Lsn, DocId)>, KeyError> {
+    let mut entries: Vec<(Lsn, DocId)> = Vec::new();
+    while !value.is_empty() {
+        let (offset, rest) = postcard::take_from_bytes::<u64>(value)
+            .map_err(|_| bad("LSN-index run with a truncated entry"))?;
+        let lsn = first
+            .checked_add(offset)
+            .ok_or_else(|| bad("LSN-index entry beyond the greatest LSN"))?;
+        let (id, rest) = take_shared_id(rest, entries.last().map(|(_, id)| id))?;
+        entries.push((lsn, id));
+        value = rest;
+    }
+    Ok(entries)
+}
+
+/// Reads an LSN run of format 4 and earlier, each entry `lsn - first(varint) id(str)`:
+/// for the migration to format 5.
+pub fn decode_lsn_run_v4(first: Lsn, mut value: &[u8]) -> Result<Vec<(Lsn, DocId)>, KeyError> {
     let mut entries = Vec::new();
     while !value.is_empty() {
         let ((offset, id), rest) = postcard::take_from_bytes::<(u64, &str)>(value)
@@ -854,18 +943,21 @@ mod tests {
 
     #[test]
     fn runs_round_trip_and_reject_truncation() {
-        let entries = vec![
-            ChangeEntry {
-                seq: 3,
-                collection: coll("cars"),
-                id: id(json!("a")),
-            },
-            ChangeEntry {
-                seq: u64::MAX,
-                collection: coll("vans"),
-                id: id(json!("x17")),
-            },
-        ];
+        let entries: Vec<ChangeEntry> = [
+            (3, "cars", json!("a")),
+            (4, "cars", json!("doc-0000001")),
+            (5, "cars", json!("doc-0000002")),
+            (9, "cars", json!("doc-0000002")),
+            (u64::MAX, "vans", json!("doc-0000003")),
+            (7, "cars", json!({"k": 1})),
+        ]
+        .into_iter()
+        .map(|(seq, c, i)| ChangeEntry {
+            seq,
+            collection: coll(c),
+            id: id(i),
+        })
+        .collect();
         let value = encode_change_run(entries.iter().map(|e| (e.seq, &e.collection, &e.id)));
         assert_eq!(decode_change_run(&value), Ok(entries));
         assert!(decode_change_run(&value[..value.len() - 1]).is_err());
@@ -873,8 +965,9 @@ mod tests {
 
         let lsns = vec![
             (40, id(json!("a"))),
-            (40, id(json!("b"))),
-            (300, id(json!("c"))),
+            (40, id(json!("ab"))),
+            (41, id(json!("b"))),
+            (300, id(json!("b7"))),
         ];
         let value = encode_lsn_run(40, lsns.iter().map(|(l, i)| (*l, i)));
         assert_eq!(decode_lsn_run(40, &value), Ok(lsns));
@@ -884,32 +977,55 @@ mod tests {
     }
 
     #[test]
-    fn runs_are_written_exactly_as_postcard_writes_their_entries() {
-        // Numbers at every varint length boundary, and ids whose lengths need one and
-        // two bytes.
-        let long = id(json!("i".repeat(200)));
-        let short = id(json!("s"));
-        let numbers = [
-            0,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ];
-        for (n, seq) in numbers.into_iter().enumerate() {
-            let (c, i) = (coll("cars"), if n % 2 == 0 { &long } else { &short });
-            let mut expected = Vec::new();
-            for _ in 0..2 {
-                expected =
-                    postcard::to_extend(&(seq, c.as_str(), i.as_canonical()), expected).unwrap();
-            }
-            assert_eq!(encode_change_run([(seq, &c, i), (seq, &c, i)]), expected);
-            let expected = postcard::to_stdvec(&(seq, i.as_canonical())).unwrap();
-            assert_eq!(encode_lsn_run(0, [(seq, i)]), expected);
-        }
+    fn runs_write_the_part_of_an_id_the_previous_entry_does_not_share() {
+        let (first, second) = (id(json!("doc-0000001")), id(json!("doc-0000002")));
+        let cars = coll("cars");
+        let value = encode_lsn_run(7, [(7, &first), (8, &second)]);
+        let mut expected = postcard::to_stdvec(&(0u64, 0u64, first.as_canonical())).unwrap();
+        expected = postcard::to_extend(&(1u64, 11u64, "2\""), expected).unwrap();
+        assert_eq!(value, expected);
+        // The collection is named again only when it changes.
+        let value = encode_change_run([(1, &cars, &first), (2, &cars, &second)]);
+        let mut expected =
+            postcard::to_stdvec(&(1u64, "cars", 0u64, first.as_canonical())).unwrap();
+        expected = postcard::to_extend(&(2u64, "", 11u64, "2\""), expected).unwrap();
+        assert_eq!(value, expected);
+        // Each entry of a run of sequential ids takes a few bytes.
+        assert!(value.len() < 2 * first.as_canonical().len());
+    }
+
+    #[test]
+    fn corrupt_runs_are_errors() {
+        // A first entry sharing bytes with no previous id, or naming no collection.
+        let shared = postcard::to_stdvec(&(0u64, 2u64, "a\"")).unwrap();
+        assert!(decode_lsn_run(0, &shared).is_err());
+        let unnamed = postcard::to_stdvec(&(1u64, "", 0u64, "\"a\"")).unwrap();
+        assert!(decode_change_run(&unnamed).is_err());
+        // Sharing more than the previous id has.
+        let mut value = encode_lsn_run(0, [(0, &id(json!("a")))]);
+        value = postcard::to_extend(&(1u64, 9u64, "b\""), value).unwrap();
+        assert!(decode_lsn_run(0, &value).is_err());
+        // An id that is not canonical JSON once put together.
+        let mut value = encode_lsn_run(0, [(0, &id(json!("a")))]);
+        value = postcard::to_extend(&(1u64, 2u64, "x"), value).unwrap();
+        assert!(decode_lsn_run(0, &value).is_err());
+    }
+
+    #[test]
+    fn format_4_runs_read_for_the_migration() {
+        let (c, i) = (coll("cars"), id(json!("x17")));
+        let change = postcard::to_stdvec(&(5u64, c.as_str(), i.as_canonical())).unwrap();
+        assert_eq!(
+            decode_change_run_v4(&change),
+            Ok(vec![ChangeEntry {
+                seq: 5,
+                collection: c,
+                id: i.clone(),
+            }])
+        );
+        let lsn = postcard::to_stdvec(&(2u64, i.as_canonical())).unwrap();
+        assert_eq!(decode_lsn_run_v4(10, &lsn), Ok(vec![(12, i)]));
+        assert!(decode_lsn_run_v4(10, &lsn[..lsn.len() - 1]).is_err());
     }
 
     #[test]

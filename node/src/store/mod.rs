@@ -84,7 +84,8 @@
 //! the change numbers, the LSN index and the incarnation; 2 to 3 turns the rows of the
 //! change index and the LSN index into runs; 3 to 4 only records the new version:
 //! format 4 stores a fresh insert in the codec's insert form, which older builds cannot
-//! read, and reads format 3's documents as they are).
+//! read, and reads format 3's documents as they are; 4 to 5 rewrites every index run,
+//! whose entries now write only the part of an id the previous entry does not share).
 
 pub mod blobs;
 mod error;
@@ -113,7 +114,7 @@ pub use rocks::{RocksOptions, RocksStore};
 pub use shadow::ShadowsApplied;
 
 /// The store format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Stored size (encoded, CRDT metadata included) above which a document draws a warning.
 pub const WARN_DOC_BYTES: usize = 256 * 1024;

@@ -230,6 +230,10 @@ impl RocksStore {
                 self.migrate_3_to_4()?;
                 self.migrate(4)
             }
+            4 => {
+                self.migrate_4_to_5()?;
+                self.migrate(5)
+            }
             _ => Ok(()),
         }
     }
@@ -246,6 +250,51 @@ impl RocksStore {
             4u32.to_be_bytes(),
         );
         tracing::info!("store migrated from format 3 to 4");
+        self.commit(wb, true)
+    }
+
+    /// Format 5 writes an index entry's id as the part it does not share with the
+    /// previous entry's, and a change entry's collection only when it changes: every run
+    /// of both indexes is rewritten so.
+    fn migrate_4_to_5(&self) -> Result<()> {
+        let _writer = self.writer.lock();
+        let corrupt = |e| StoreError::corrupt_meta("format-4 index run", e);
+        let mut wb = rocksdb::WriteBatch::default();
+        let mut runs = 0;
+        let mut it = self.db.raw_iterator_cf(self.cf(cf::LSNS));
+        it.seek_to_first();
+        while let Some((key, value)) = it.item() {
+            let first = key
+                .len()
+                .checked_sub(8)
+                .and_then(|at| keys::decode_u64(&key[at..]).ok())
+                .ok_or_else(|| corrupt(keys::KeyError("LSN-index key too short".into())))?;
+            let entries = keys::decode_lsn_run_v4(first, value).map_err(corrupt)?;
+            let value = keys::encode_lsn_run(first, entries.iter().map(|(lsn, id)| (*lsn, id)));
+            wb.put_cf(self.cf(cf::LSNS), key, value);
+            runs += 1;
+            it.next();
+        }
+        it.status().map_err(self.err())?;
+        drop(it);
+        let mut it = self.db.raw_iterator_cf(self.cf(cf::CHANGES));
+        it.seek_to_first();
+        while let Some((key, value)) = it.item() {
+            let entries = keys::decode_change_run_v4(value).map_err(corrupt)?;
+            let value =
+                keys::encode_change_run(entries.iter().map(|e| (e.seq, &e.collection, &e.id)));
+            wb.put_cf(self.cf(cf::CHANGES), key, value);
+            runs += 1;
+            it.next();
+        }
+        it.status().map_err(self.err())?;
+        drop(it);
+        wb.put_cf(
+            self.cf(cf::META),
+            keys::META_FORMAT_VERSION,
+            5u32.to_be_bytes(),
+        );
+        tracing::info!(runs, "store migrated from format 4 to 5");
         self.commit(wb, true)
     }
 
