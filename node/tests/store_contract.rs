@@ -3,6 +3,8 @@
 //! with the in-memory reference replica of `trellis-common` on random histories, and
 //! the RocksDB-only behaviours (reopening, corruption, format version).
 
+mod store_support;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::ops::Bound;
@@ -1447,13 +1449,13 @@ fn a_store_written_by_a_newer_build_is_refused_on_open() {
     assert!(matches!(
         err,
         StoreError::NewerFormat {
-            found: 5,
-            supported: 4
+            found: 6,
+            supported: 5
         }
     ));
     assert_eq!(
         err.to_string(),
-        "store format 5 is newer than this build (4): upgrade trellis-node"
+        "store format 6 is newer than this build (5): upgrade trellis-node"
     );
 }
 
@@ -1619,29 +1621,6 @@ fn a_format_2_store_is_migrated_on_open() {
     );
 }
 
-/// Rewrites every index run of `store` in format 4's layout, each entry's collection and
-/// id written whole.
-fn rewrite_runs_as_format_4(store: &RocksStore) {
-    for key in store.raw_keys(cf::LSNS).unwrap() {
-        let value = store.raw_get(cf::LSNS, &key).unwrap().unwrap();
-        let first = keys::decode_u64(&key[key.len() - 8..]).unwrap();
-        let mut old = Vec::new();
-        for (lsn, id) in keys::decode_lsn_run(first, &value).unwrap() {
-            old = postcard::to_extend(&(lsn - first, id.as_canonical()), old).unwrap();
-        }
-        store.raw_put(cf::LSNS, &key, &old).unwrap();
-    }
-    for key in store.raw_keys(cf::CHANGES).unwrap() {
-        let value = store.raw_get(cf::CHANGES, &key).unwrap().unwrap();
-        let mut old = Vec::new();
-        for e in keys::decode_change_run(&value).unwrap() {
-            let entry = (e.seq, e.collection.as_str(), e.id.as_canonical());
-            old = postcard::to_extend(&entry, old).unwrap();
-        }
-        store.raw_put(cf::CHANGES, &key, &old).unwrap();
-    }
-}
-
 #[test]
 fn a_format_4_store_is_migrated_on_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -1663,7 +1642,7 @@ fn a_format_4_store_is_migrated_on_open() {
                 .unwrap(),
         );
         before = index_view(&store, &[&cars, &vans]);
-        rewrite_runs_as_format_4(&store);
+        store_support::rewrite_runs_as_format_4(&store);
         set_format_version(&store, 4);
     }
     let store = open(&dir);

@@ -85,7 +85,8 @@
 //! change index and the LSN index into runs; 3 to 4 only records the new version:
 //! format 4 stores a fresh insert in the codec's insert form, which older builds cannot
 //! read, and reads format 3's documents as they are; 4 to 5 rewrites every index run,
-//! whose entries now write only the part of an id the previous entry does not share).
+//! whose entries now write only the part of an id the previous entry does not share; a
+//! format-2 store's new runs are written so at once, and it goes straight to 5).
 
 pub mod blobs;
 mod error;

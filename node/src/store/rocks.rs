@@ -222,10 +222,9 @@ impl RocksStore {
                 self.migrate_1_to_2()?;
                 self.migrate(2)
             }
-            2 => {
-                self.migrate_2_to_3()?;
-                self.migrate(3)
-            }
+            // Its runs are written in the current layout, format 5's (the step to
+            // format 4 only raised the version).
+            2 => self.migrate_2_to_5(),
             3 => {
                 self.migrate_3_to_4()?;
                 self.migrate(4)
@@ -338,8 +337,9 @@ impl RocksStore {
     }
 
     /// Format 3 keeps the change index and the LSN index in runs (`store::runs`), not
-    /// a row per entry: the rows of format 2 become runs of their entries, in order.
-    fn migrate_2_to_3(&self) -> Result<()> {
+    /// a row per entry: the rows of format 2 become runs of their entries, in order,
+    /// written as format 5 writes them.
+    fn migrate_2_to_5(&self) -> Result<()> {
         let _writer = self.writer.lock();
         let corrupt = |e| StoreError::corrupt_meta("format-2 index row", e);
         let mut wb = rocksdb::WriteBatch::default();
@@ -378,12 +378,12 @@ impl RocksStore {
         wb.put_cf(
             self.cf(cf::META),
             keys::META_FORMAT_VERSION,
-            3u32.to_be_bytes(),
+            5u32.to_be_bytes(),
         );
         tracing::info!(
             lsn_entries = lsn_entries.len(),
             change_entries = change_entries.len(),
-            "store migrated from format 2 to 3"
+            "store migrated from format 2 to 5"
         );
         self.commit(wb, true)
     }
