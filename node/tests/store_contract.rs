@@ -1545,6 +1545,16 @@ fn rewrite_indexes_as_format_2(store: &RocksStore, collections: &[&CollectionNam
     }
 }
 
+/// The documents of collection `c`, oldest change first.
+fn ids_by_lsn(store: &dyn Store, c: &CollectionName) -> Vec<DocId> {
+    store
+        .changed_since(c, 0, 0, 1_000)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect()
+}
+
 /// What sync reads from a store's two change indexes: the documents changed after a
 /// few version vectors, and each collection's documents in LSN order.
 fn index_view(store: &dyn Store, collections: &[&CollectionName]) -> Vec<String> {
@@ -1605,13 +1615,7 @@ fn a_format_2_store_is_migrated_on_open() {
         &a.update(&cars, &id("c2"), &[set("n", json!(20))], T + 2)
             .unwrap(),
     );
-    let cars_by_lsn: Vec<DocId> = store
-        .changed_since(&cars, 0, 0, 1_000)
-        .unwrap()
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
-    assert_eq!(cars_by_lsn, ids(&["c3", "c1", "c2"]));
+    assert_eq!(ids_by_lsn(&store, &cars), ids(&["c3", "c1", "c2"]));
     let seen_all_but_last: VersionVector = [(ActorId::from_u64(1), 5), (ActorId::from_u64(2), 1)]
         .into_iter()
         .collect();
@@ -1666,13 +1670,7 @@ fn a_format_4_store_is_migrated_on_open() {
         &a.update(&cars, &id("c-001"), &[set("n", json!(1))], T + 2)
             .unwrap(),
     );
-    let cars_by_lsn: Vec<DocId> = store
-        .changed_since(&cars, 0, 0, 1_000)
-        .unwrap()
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
-    assert_eq!(cars_by_lsn, ids(&["c-010", "c-002", "c-001"]));
+    assert_eq!(ids_by_lsn(&store, &cars), ids(&["c-010", "c-002", "c-001"]));
 }
 
 #[test]
