@@ -372,8 +372,9 @@ pub fn parse_v2_change_key(key: &[u8]) -> Result<(Dot, ChangeEntry), KeyError> {
     ))
 }
 
-/// A format-2 LSN-index key, `collection 0x00 lsn(8, BE)`.
-pub fn parse_v2_lsn_key(key: &[u8]) -> Result<(CollectionName, Lsn), KeyError> {
+/// Splits an LSN-index key of any collection, `collection 0x00 lsn(8, BE)` (the layout
+/// of format 2's rows and of every later format's runs), into its two parts.
+pub fn split_lsn_key(key: &[u8]) -> Result<(CollectionName, Lsn), KeyError> {
     let sep = key
         .iter()
         .position(|b| *b == SEP)
@@ -1046,10 +1047,10 @@ mod tests {
         assert!(parse_v2_change_key(&key[..10]).is_err());
         assert_eq!(parse_v2_lsn_value(b"\"x\""), Ok(id(json!("x"))));
         assert_eq!(
-            parse_v2_lsn_key(&lsn_key(&coll("cars"), 7)),
+            split_lsn_key(&lsn_key(&coll("cars"), 7)),
             Ok((coll("cars"), 7))
         );
-        assert!(parse_v2_lsn_key(b"cars\0\x01").is_err());
+        assert!(split_lsn_key(b"cars\0\x01").is_err());
     }
 
     /// The reference order (the query language's ORDER BY order) used to check the

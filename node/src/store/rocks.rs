@@ -259,42 +259,47 @@ impl RocksStore {
         let _writer = self.writer.lock();
         let corrupt = |e| StoreError::corrupt_meta("format-4 index run", e);
         let mut wb = rocksdb::WriteBatch::default();
-        let mut runs = 0;
-        let mut it = self.db.raw_iterator_cf(self.cf(cf::LSNS));
-        it.seek_to_first();
-        while let Some((key, value)) = it.item() {
-            let first = key
-                .len()
-                .checked_sub(8)
-                .and_then(|at| keys::decode_u64(&key[at..]).ok())
-                .ok_or_else(|| corrupt(keys::KeyError("LSN-index key too short".into())))?;
+        let lsn_runs = self.rewrite_each(&mut wb, cf::LSNS, |key, value| {
+            let (_, first) = keys::split_lsn_key(key).map_err(corrupt)?;
             let entries = keys::decode_lsn_run_v4(first, value).map_err(corrupt)?;
-            let value = keys::encode_lsn_run(first, entries.iter().map(|(lsn, id)| (*lsn, id)));
-            wb.put_cf(self.cf(cf::LSNS), key, value);
-            runs += 1;
-            it.next();
-        }
-        it.status().map_err(self.err())?;
-        drop(it);
-        let mut it = self.db.raw_iterator_cf(self.cf(cf::CHANGES));
-        it.seek_to_first();
-        while let Some((key, value)) = it.item() {
+            Ok(keys::encode_lsn_run(
+                first,
+                entries.iter().map(|(lsn, id)| (*lsn, id)),
+            ))
+        })?;
+        let change_runs = self.rewrite_each(&mut wb, cf::CHANGES, |_, value| {
             let entries = keys::decode_change_run_v4(value).map_err(corrupt)?;
-            let value =
-                keys::encode_change_run(entries.iter().map(|e| (e.seq, &e.collection, &e.id)));
-            wb.put_cf(self.cf(cf::CHANGES), key, value);
-            runs += 1;
-            it.next();
-        }
-        it.status().map_err(self.err())?;
-        drop(it);
+            Ok(keys::encode_change_run(
+                entries.iter().map(|e| (e.seq, &e.collection, &e.id)),
+            ))
+        })?;
         wb.put_cf(
             self.cf(cf::META),
             keys::META_FORMAT_VERSION,
             5u32.to_be_bytes(),
         );
-        tracing::info!(runs, "store migrated from format 4 to 5");
+        tracing::info!(lsn_runs, change_runs, "store migrated from format 4 to 5");
         self.commit(wb, true)
+    }
+
+    /// Adds to `wb` every row of `family` with the value `rewrite` makes of its key and
+    /// value; returns how many rows.
+    fn rewrite_each(
+        &self,
+        wb: &mut rocksdb::WriteBatch,
+        family: &str,
+        rewrite: impl Fn(&[u8], &[u8]) -> Result<Vec<u8>>,
+    ) -> Result<usize> {
+        let mut rows = 0;
+        let mut it = self.db.raw_iterator_cf(self.cf(family));
+        it.seek_to_first();
+        while let Some((key, value)) = it.item() {
+            wb.put_cf(self.cf(family), key, rewrite(key, value)?);
+            rows += 1;
+            it.next();
+        }
+        it.status().map_err(self.err())?;
+        Ok(rows)
     }
 
     /// Format 2 numbers changes for sync: every document value starts with its change
@@ -347,7 +352,7 @@ impl RocksStore {
         let mut it = self.db.raw_iterator_cf(self.cf(cf::LSNS));
         it.seek_to_first();
         while let Some((key, value)) = it.item() {
-            let (collection, lsn) = keys::parse_v2_lsn_key(key).map_err(corrupt)?;
+            let (collection, lsn) = keys::split_lsn_key(key).map_err(corrupt)?;
             let id = keys::parse_v2_lsn_value(value).map_err(corrupt)?;
             lsn_entries.push((collection, lsn, id));
             wb.delete_cf(self.cf(cf::LSNS), key);

@@ -9,7 +9,7 @@ use trellis_node::store::{RocksStore, cf, keys};
 pub fn rewrite_runs_as_format_4(store: &RocksStore) {
     for key in store.raw_keys(cf::LSNS).unwrap() {
         let value = store.raw_get(cf::LSNS, &key).unwrap().unwrap();
-        let first = keys::decode_u64(&key[key.len() - 8..]).unwrap();
+        let (_, first) = keys::split_lsn_key(&key).unwrap();
         let mut old = Vec::new();
         for (lsn, id) in keys::decode_lsn_run(first, &value).unwrap() {
             old = postcard::to_extend(&(lsn - first, id.as_canonical()), old).unwrap();
