@@ -133,13 +133,11 @@ impl RocksStore {
             cf_opts.set_write_buffer_size(options.write_buffer_bytes);
             cf_opts.set_max_write_buffer_number(2);
             cf_opts.set_block_based_table_factory(&table);
-            if *name == cf::DOCS {
-                // A bloom filter over the memtable's keys too (2% of the memtable): each
-                // insert first looks its id up, and a new id then misses without a
-                // skip-list search.
-                cf_opts.set_memtable_whole_key_filtering(true);
-                cf_opts.set_memtable_prefix_bloom_ratio(0.02);
-            }
+            // No bloom filter over the memtables: each key written would cost a cache
+            // miss to set its bits (a tenth of a batched insert's RocksDB write, in
+            // `trellis-bench store`), and the lookups it spares, of ids not yet stored,
+            // mostly come in batches that `get_many` walks with an iterator, which asks
+            // no filter.
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
         let db = DB::open_cf_descriptors(&db_opts, &path, descriptors).map_err(backend(&path))?;
