@@ -664,20 +664,24 @@ impl<'e> Tx<'e> {
     /// Runs an INSERT, binding its documents from `params` as it goes: a document that
     /// is a bare `:param` is read in place rather than copied into a bound statement.
     /// `validated` is the statement's collection, if
-    /// [`prepare_inserts`](super::prepare::prepare_inserts) validated it; `prepared` yields what
-    /// it did for each of the statement's documents in turn (`None`, or nothing at all,
-    /// for a document it left to this). Errors are those of
+    /// [`with_prepared_inserts`](super::prepare::with_prepared_inserts) validated it;
+    /// `prepared` yields what it did for each of the statement's documents in turn
+    /// (`None`, or nothing at all, for a document it left to this). Errors are those of
     /// [`Statement::bind`](trellis_common::query::Statement::bind).
     pub(crate) fn insert<'p>(
         &mut self,
         insert: &Insert,
         params: &'p Params,
-        validated: Option<CollectionName>,
+        validated: Option<&CollectionName>,
         prepared: &mut impl Iterator<Item = Option<PreparedInsert<'p>>>,
     ) -> Result<QueryResult, EngineError> {
+        let named;
         let c = match validated {
             Some(c) => c,
-            None => collection(&insert.collection)?,
+            None => {
+                named = collection(&insert.collection)?;
+                &named
+            }
         };
         let mut ids = Vec::with_capacity(insert.documents.len());
         for (i, doc) in insert.documents.iter().enumerate() {
@@ -706,18 +710,18 @@ impl<'e> Tx<'e> {
                             }
                         }
                     };
-                    prepare(self.store, &c, body)
+                    prepare(self.store, c, body)
                 }
             };
             let (id, current) = match id {
                 Some(id) => {
                     let id = id.map_err(|source| EngineError::InvalidId { number, source })?;
                     // Inserting ids in order, the usual batch, keeps `fresh` as it is.
-                    if !self.follows_fresh(&c, &id) {
+                    if !self.follows_fresh(c, &id) {
                         self.settle();
                     }
                     // What this transaction wrote, or else what the store holds.
-                    let current = match self.overlay_view().pending_state(&c, &id)? {
+                    let current = match self.overlay_view().pending_state(c, &id)? {
                         Some(state) => Some(state),
                         None => stored.map_err(|e| *e)?,
                     };
@@ -729,12 +733,17 @@ impl<'e> Tx<'e> {
             let id_json = id_json.unwrap_or_else(|| id.to_json());
             let Some(current) = current.filter(|state| !state.is_empty()) else {
                 ids.push(id_json);
-                self.insert_new(&c, id, body, entries)?;
+                self.insert_new(c, id, body, entries)?;
                 continue;
             };
             if current.is_live() {
                 match insert.on_conflict {
-                    OnConflict::Fail => return Err(EngineError::IdConflict { collection: c, id }),
+                    OnConflict::Fail => {
+                        return Err(EngineError::IdConflict {
+                            collection: c.clone(),
+                            id,
+                        });
+                    }
                     OnConflict::DoNothing => continue,
                     OnConflict::DoUpdate => {
                         let mutations: Vec<crdt::Mutation> = body
@@ -746,13 +755,13 @@ impl<'e> Tx<'e> {
                                 crdt::Mutation::Set(crdt::Path::new([k.as_str()]), v.clone())
                             })
                             .collect();
-                        self.write(&c, &id, current, |state, ctx| {
+                        self.write(c, &id, current, |state, ctx| {
                             state.update_delta(ctx, &mutations)
                         })?;
                     }
                 }
             } else {
-                self.write(&c, &id, current, |_, ctx| DocState::insert_delta(ctx, body))?;
+                self.write(c, &id, current, |_, ctx| DocState::insert_delta(ctx, body))?;
             }
             ids.push(id_json);
         }

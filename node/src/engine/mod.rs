@@ -52,7 +52,7 @@ pub use result::{Outcome, QueryResult};
 
 use exec::{Tx, View, collection, matching};
 use observe::{Changed, Registry};
-use prepare::{MANY_DOCUMENTS, drop_later, prepare_inserts};
+use prepare::{MANY_DOCUMENTS, drop_later, with_prepared_inserts};
 
 use crate::store::{
     Applied, AppliedDoc, IndexDef, ShadowsApplied, Store, StoreError, WARN_DOC_BYTES, WriteBatch,
@@ -293,30 +293,36 @@ impl Engine {
             })
             .sum();
         let mut tx = Tx::new(&*self.store, self.actor, &mut writer.clock, wall, documents);
-        let mut prepared = prepare_inserts(&*self.store, statements, params);
-        let mut results = Vec::with_capacity(statements.len());
-        for statement in statements {
-            let collection = prepared.collections.next().flatten();
-            let result = match statement {
-                // Binds its documents in place (they can be large).
-                Statement::Insert(insert) => {
-                    tx.insert(insert, params, collection, &mut prepared.documents)?
-                }
-                other => match other.bind(params)? {
-                    Statement::Select(s) => tx.select(&s)?,
-                    Statement::Explain(s) => tx.explain(&s)?,
-                    Statement::Insert(i) => tx.insert(&i, params, None, &mut std::iter::empty())?,
-                    Statement::Update(u) => tx.update(&u)?,
-                    Statement::Delete(r) => tx.delete(&r)?,
-                    Statement::Evict(_) | Statement::CreateIndex(_) | Statement::DropIndex(_) => {
-                        return Err(EngineError::NotTransactional {
-                            statement: statement_name(other),
-                        });
+        let mut results = with_prepared_inserts(&*self.store, statements, params, |prepared| {
+            let mut results = Vec::with_capacity(statements.len());
+            for statement in statements {
+                let collection = prepared.collections.next().and_then(Option::as_ref);
+                let result = match statement {
+                    // Binds its documents in place (they can be large).
+                    Statement::Insert(insert) => {
+                        tx.insert(insert, params, collection, &mut prepared.documents)?
                     }
-                },
-            };
-            results.push(result);
-        }
+                    other => match other.bind(params)? {
+                        Statement::Select(s) => tx.select(&s)?,
+                        Statement::Explain(s) => tx.explain(&s)?,
+                        Statement::Insert(i) => {
+                            tx.insert(&i, params, None, &mut std::iter::empty())?
+                        }
+                        Statement::Update(u) => tx.update(&u)?,
+                        Statement::Delete(r) => tx.delete(&r)?,
+                        Statement::Evict(_)
+                        | Statement::CreateIndex(_)
+                        | Statement::DropIndex(_) => {
+                            return Err(EngineError::NotTransactional {
+                                statement: statement_name(other),
+                            });
+                        }
+                    },
+                };
+                results.push(result);
+            }
+            Ok(results)
+        })?;
         let mut batch = tx.into_batch();
         if batch.is_empty() {
             return Ok(results);

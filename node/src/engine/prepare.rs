@@ -1,18 +1,19 @@
 //! The part of a transaction's inserts that needs nothing from the transaction itself:
 //! validating each given `_id`, reading what the store holds under it (64 ids at a
 //! time, with [`Store::get_many`]), and encoding the document's entries from its JSON.
-//! That is about half the work of a large batch of inserts, so a transaction does it
-//! for all its documents first, on several threads when there are enough, and then runs
-//! its statements in order on one thread ([`Tx::insert`](super::exec::Tx::insert)),
-//! which stamps each document and decides its conflicts exactly as it would have
-//! without the preparation.
+//! That is about half the work of a large batch of inserts, so helper threads do it
+//! ahead of the transaction's statements when there are enough documents, while the
+//! statements run in order on the transaction's own thread
+//! ([`Tx::insert`](super::exec::Tx::insert)), which stamps each document and decides its
+//! conflicts exactly as it would have without the preparation.
 //!
 //! The store cannot change in between: the transaction holds the engine's writer lock,
 //! and it reads the store generation before anything is prepared.
 
 use std::num::NonZeroUsize;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
 use parking_lot::Mutex;
@@ -31,7 +32,8 @@ const DOCS_PER_THREAD: usize = 128;
 pub(crate) const MANY_DOCUMENTS: usize = 2 * DOCS_PER_THREAD;
 /// The most threads one transaction prepares on.
 const MAX_THREADS: usize = 4;
-/// Documents whose ids are read from the store together ([`Store::get_many`]).
+/// Documents whose ids are read from the store together ([`Store::get_many`]), and
+/// prepared as one block by one thread.
 const READ_TOGETHER: usize = 64;
 
 /// A document of an INSERT, prepared.
@@ -51,27 +53,83 @@ pub(crate) struct PreparedInsert<'p> {
     pub(crate) entries: Option<InsertEntries>,
 }
 
-/// The INSERT statements of a transaction, prepared: for each statement its collection
-/// validated (`None` when the name is invalid, the statement's error to report, or for
-/// other statements), and for each document of the INSERTs in turn its preparation
-/// (`None`: a document the statement binds itself, such as an expression or a
-/// parameter that is not an object). [`Tx::insert`](super::exec::Tx::insert) takes an
-/// INSERT's documents from the front, and the transaction each statement's collection.
-#[derive(Debug)]
-pub(crate) struct PreparedInserts<'p> {
-    pub(crate) collections: std::vec::IntoIter<Option<CollectionName>>,
-    pub(crate) documents: std::vec::IntoIter<Option<PreparedInsert<'p>>>,
+/// The INSERT statements of a transaction, as they are prepared: for each statement
+/// its collection validated (`None` when the name is invalid, the statement's error to
+/// report, or for other statements), and for each document of the INSERTs in turn its
+/// preparation (`None`: a document the statement binds itself, such as an expression
+/// or a parameter that is not an object). [`Tx::insert`](super::exec::Tx::insert)
+/// takes an INSERT's documents from the front, and the transaction each statement's
+/// collection.
+pub(crate) struct PreparedInserts<'a, 'p> {
+    pub(crate) collections: std::slice::Iter<'a, Option<CollectionName>>,
+    pub(crate) documents: Documents<'a, 'p>,
 }
 
 /// A document to prepare: its collection, and the expression the INSERT gives it as.
 type Job<'c, 'p> = Option<(&'c CollectionName, &'p Expr)>;
 
-/// Prepares the documents of the INSERT statements among `statements`.
-pub(crate) fn prepare_inserts<'p>(
+/// Runs `run` on the INSERT documents of `statements`, prepared as it takes them.
+///
+/// With many documents, helper threads prepare blocks of them ahead of `run`. Whenever
+/// the block `run` needs next is not ready, its thread prepares the next block nobody
+/// has started rather than wait: a helper that wakes late (waking an idle core takes
+/// about a tenth of a large batch's preparation) then simply prepares fewer blocks, and
+/// the statements run alongside the helpers instead of after them. A statement that
+/// fails stops the preparation of what is left.
+pub(crate) fn with_prepared_inserts<'p, R>(
     store: &dyn Store,
     statements: &'p [Statement],
     params: &'p Params,
-) -> PreparedInserts<'p> {
+    run: impl FnOnce(&mut PreparedInserts<'_, 'p>) -> R,
+) -> R {
+    let collections = validated_collections(statements);
+    let jobs: Vec<Job<'_, 'p>> = statements
+        .iter()
+        .zip(&collections)
+        .filter_map(|(statement, collection)| match statement {
+            Statement::Insert(insert) => Some((insert, collection)),
+            _ => None,
+        })
+        .flat_map(|(insert, collection)| {
+            insert
+                .documents
+                .iter()
+                .map(move |doc| collection.as_ref().map(|c| (c, doc)))
+        })
+        .collect();
+    let blocks = Blocks::new(store, params, &jobs);
+    let mut prepared = PreparedInserts {
+        collections: collections.iter(),
+        documents: Documents {
+            blocks: &blocks,
+            current: Vec::new().into_iter(),
+            next_block: 0,
+        },
+    };
+    let helper_count = if jobs.len() < MANY_DOCUMENTS {
+        0
+    } else {
+        available_threads()
+            .min(MAX_THREADS)
+            .min(jobs.len() / DOCS_PER_THREAD)
+            - 1
+    };
+    let pool = if helper_count > 0 { helpers() } else { None };
+    match pool {
+        Some(pool) => pool.in_place_scope(|scope| {
+            for _ in 0..helper_count {
+                scope.spawn(|_| blocks.prepare_ahead());
+            }
+            let result = run(&mut prepared);
+            blocks.stop();
+            result
+        }),
+        None => run(&mut prepared),
+    }
+}
+
+/// Each statement's collection, validated if it is an INSERT's.
+fn validated_collections(statements: &[Statement]) -> Vec<Option<CollectionName>> {
     let mut collections: Vec<Option<CollectionName>> = Vec::with_capacity(statements.len());
     let mut last: Option<CollectionName> = None;
     for statement in statements {
@@ -87,85 +145,109 @@ pub(crate) fn prepare_inserts<'p>(
         last.clone_from(&collection);
         collections.push(collection);
     }
-    let jobs: Vec<Job<'_, 'p>> = statements
-        .iter()
-        .zip(&collections)
-        .filter_map(|(statement, collection)| match statement {
-            Statement::Insert(insert) => Some((insert, collection)),
-            _ => None,
-        })
-        .flat_map(|(insert, collection)| {
-            insert
-                .documents
-                .iter()
-                .map(move |doc| collection.as_ref().map(|c| (c, doc)))
-        })
-        .collect();
-    let documents = prepare_all(store, params, &jobs);
-    PreparedInserts {
-        collections: collections.into_iter(),
-        documents: documents.into_iter(),
-    }
+    collections
 }
 
-/// Prepares every job, in order, spread over threads when there are enough.
-fn prepare_all<'p>(
-    store: &dyn Store,
+/// The documents to prepare, in blocks of [`READ_TOGETHER`] that threads claim in
+/// order, each the next one nobody has claimed.
+struct Blocks<'j, 'p> {
+    store: &'j dyn Store,
     params: &'p Params,
-    jobs: &[Job<'_, 'p>],
-) -> Vec<Option<PreparedInsert<'p>>> {
-    // Filled in place: a thousand prepared documents are worth not copying from one
-    // vector into another.
-    let mut prepared: Vec<Option<PreparedInsert<'p>>> =
-        std::iter::repeat_with(|| None).take(jobs.len()).collect();
-    let threads = if jobs.len() < MANY_DOCUMENTS {
-        1
-    } else {
-        available_threads()
-            .min(MAX_THREADS)
-            .min(jobs.len() / DOCS_PER_THREAD)
-    };
-    if threads <= 1 {
-        prepare_some(store, params, jobs, &mut prepared);
-    } else {
-        prepare_on_threads(store, params, jobs, &mut prepared, threads);
-    }
-    prepared
+    jobs: &'j [Job<'j, 'p>],
+    /// Each block's documents once prepared, until [`Documents`] takes them.
+    prepared: Vec<Mutex<Option<Vec<Option<PreparedInsert<'p>>>>>>,
+    /// The next block nobody has claimed (past the last: none is left).
+    next: AtomicUsize,
+    /// Whether a helper panicked, leaving the block it claimed unprepared.
+    helper_panicked: AtomicBool,
 }
 
-/// Prepares `jobs` into `out` (as long) on `threads` threads, this one included.
-///
-/// The jobs are cut into blocks of [`READ_TOGETHER`] and each thread claims the next
-/// block until none is left: a helper that wakes late (waking an idle core can take a
-/// good part of a batch's time) then simply prepares fewer blocks.
-fn prepare_on_threads<'p>(
-    store: &dyn Store,
-    params: &'p Params,
-    jobs: &[Job<'_, 'p>],
-    out: &mut [Option<PreparedInsert<'p>>],
-    threads: usize,
-) {
-    // Locked once each, by the thread that claims it: never contended.
-    let blocks: Vec<Mutex<_>> = jobs
-        .chunks(READ_TOGETHER)
-        .zip(out.chunks_mut(READ_TOGETHER))
-        .map(Mutex::new)
-        .collect();
-    let next = AtomicUsize::new(0);
-    let work = || {
-        while let Some(block) = blocks.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let (jobs, out) = &mut *block.lock();
-            prepare_some(store, params, jobs, out);
+impl<'j, 'p> Blocks<'j, 'p> {
+    fn new(store: &'j dyn Store, params: &'p Params, jobs: &'j [Job<'j, 'p>]) -> Self {
+        Self {
+            store,
+            params,
+            jobs,
+            prepared: jobs
+                .chunks(READ_TOGETHER)
+                .map(|_| Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+            helper_panicked: AtomicBool::new(false),
         }
-    };
-    match helpers() {
-        Some(pool) => pool.in_place_scope(|scope| {
-            for _ in 1..threads {
-                scope.spawn(|_| work());
+    }
+
+    /// Claims the next block nobody has claimed and prepares it; `false` when none is
+    /// left.
+    fn prepare_next(&self) -> bool {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = self.prepared.get(i) else {
+            return false;
+        };
+        let start = i * READ_TOGETHER;
+        let jobs = &self.jobs[start..self.jobs.len().min(start + READ_TOGETHER)];
+        let mut out: Vec<Option<PreparedInsert<'p>>> =
+            std::iter::repeat_with(|| None).take(jobs.len()).collect();
+        prepare_some(self.store, self.params, jobs, &mut out);
+        *slot.lock() = Some(out);
+        true
+    }
+
+    /// A helper's work: blocks until none is left.
+    fn prepare_ahead(&self) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| while self.prepare_next() {})) {
+            self.helper_panicked.store(true, Ordering::Relaxed);
+            resume_unwind(panic);
+        }
+    }
+
+    /// Block `i`'s documents, prepared: while they are not, this thread prepares the
+    /// next block nobody has claimed, or else (a helper is finishing block `i`, at most
+    /// a block's work away) yields.
+    fn take(&self, i: usize) -> Vec<Option<PreparedInsert<'p>>> {
+        loop {
+            if let Some(docs) = self.prepared[i].lock().take() {
+                return docs;
             }
-            work();
-        }),
-        None => work(),
+            if !self.prepare_next() {
+                assert!(
+                    !self.helper_panicked.load(Ordering::Relaxed),
+                    "a thread preparing the transaction's inserts panicked"
+                );
+                thread::yield_now();
+            }
+        }
+    }
+
+    /// Leaves the blocks nobody has claimed unprepared.
+    fn stop(&self) {
+        self.next.store(self.prepared.len(), Ordering::Relaxed);
+    }
+}
+
+/// The documents of a transaction's INSERTs in order, each prepared.
+pub(crate) struct Documents<'b, 'p> {
+    blocks: &'b Blocks<'b, 'p>,
+    /// What is left of the block being handed out.
+    current: std::vec::IntoIter<Option<PreparedInsert<'p>>>,
+    /// The block to take next.
+    next_block: usize,
+}
+
+impl<'p> Iterator for Documents<'_, 'p> {
+    type Item = Option<PreparedInsert<'p>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(doc) = self.current.next() {
+                return Some(doc);
+            }
+            if self.next_block == self.blocks.prepared.len() {
+                return None;
+            }
+            self.current = self.blocks.take(self.next_block).into_iter();
+            self.next_block += 1;
+        }
     }
 }
 
