@@ -186,10 +186,8 @@ impl<'j, 'p> Blocks<'j, 'p> {
         };
         let start = i * READ_TOGETHER;
         let jobs = &self.jobs[start..self.jobs.len().min(start + READ_TOGETHER)];
-        let mut out: Vec<Option<PreparedInsert<'p>>> =
-            std::iter::repeat_with(|| None).take(jobs.len()).collect();
-        prepare_some(self.store, self.params, jobs, &mut out);
-        *slot.lock() = Some(out);
+        let prepared = prepare_jobs(self.store, self.params, jobs);
+        *slot.lock() = Some(prepared);
         true
     }
 
@@ -290,31 +288,29 @@ fn available_threads() -> usize {
     *AVAILABLE.get_or_init(|| thread::available_parallelism().map_or(1, NonZeroUsize::get))
 }
 
-/// Prepares `jobs` into `out` (as long), in blocks, each block's ids read together.
-fn prepare_some<'p>(
+/// Prepares a block of jobs (at most [`READ_TOGETHER`]), their ids read together.
+fn prepare_jobs<'p>(
     store: &dyn Store,
     params: &'p Params,
     jobs: &[Job<'_, 'p>],
-    out: &mut [Option<PreparedInsert<'p>>],
-) {
-    for (block, out) in jobs
-        .chunks(READ_TOGETHER)
-        .zip(out.chunks_mut(READ_TOGETHER))
-    {
-        let bodies: Vec<_> = block
-            .iter()
-            .map(|job| {
-                let (collection, doc) = (*job)?;
-                let body = match doc {
-                    Expr::Param(name) => params.get(name)?,
-                    Expr::Literal(body) => body,
-                    _ => return None,
-                };
-                body.is_object().then_some((collection, body))
-            })
-            .collect();
-        prepare_block(store, &bodies, out);
-    }
+) -> Vec<Option<PreparedInsert<'p>>> {
+    let bodies: Vec<_> = jobs
+        .iter()
+        .map(|job| {
+            let (collection, doc) = (*job)?;
+            let body = match doc {
+                Expr::Param(name) => params.get(name)?,
+                Expr::Literal(body) => body,
+                _ => return None,
+            };
+            body.is_object().then_some((collection, body))
+        })
+        .collect();
+    let mut out = std::iter::repeat_with(|| None)
+        .take(jobs.len())
+        .collect::<Vec<_>>();
+    prepare_block(store, &bodies, &mut out);
+    out
 }
 
 /// Prepares a block of documents into `out` (as long): their ids read together,
