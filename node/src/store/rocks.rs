@@ -35,9 +35,11 @@ use super::{
 pub struct RocksOptions {
     /// Whether [`Store::apply`] waits for the fsync (see [`Durability`]).
     pub durability: Durability,
-    /// The memory all memtables together may hold. The documents' column family,
-    /// where every write lands, may fill three quarters of it before it flushes; each
-    /// other column family (small rows: index runs, metadata) a quarter.
+    /// The memory all memtables together are meant to hold (past it, RocksDB flushes
+    /// the oldest; a memtable being flushed still counts until it is written). The
+    /// documents' column family, where every write lands, may fill three quarters of it
+    /// before it flushes; each other column family (small rows: index runs, metadata) a
+    /// quarter.
     pub memtable_budget_bytes: usize,
     /// The block cache shared by every column family (index and filter blocks
     /// included, so memory stays bounded as the data grows).
