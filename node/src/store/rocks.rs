@@ -106,9 +106,9 @@ fn backend(path: &Path) -> impl Fn(rocksdb::Error) -> StoreError + '_ {
 }
 
 /// Runs RocksDB's flushes and compactions, in every store of the process, at the lowest
-/// CPU priority: they then use what the writers leave of a Pi's few cores instead of
-/// taking half of them. A flush that falls behind fills the memtables until RocksDB
-/// stalls the writers, so background work still finishes under a steady load. With
+/// CPU priority (nice 19): they then use what the writers leave of a Pi's few cores
+/// instead of taking one from them. A flush that falls behind fills the memtables until
+/// RocksDB stalls the writers, so background work still finishes under a steady load. With
 /// 400,000 batched inserts, where both flush, `trellis-bench store` went from about
 /// 0.51 of raw RocksDB to 0.55.
 fn lower_background_priority() {
