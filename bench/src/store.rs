@@ -419,9 +419,9 @@ const PROFILED_DOCS: usize = 20_000;
 /// ```
 ///
 /// counts the engine's inserts on the committing thread (`--toggle-collect='*raw_inserts*'`:
-/// the anchor's). The thread that prepares half of each transaction's documents runs
-/// outside `execute_statements`; `--toggle-collect='*prepare_some*'` counts the
-/// preparation on both threads.
+/// the anchor's). The helper threads that prepare part of each transaction's documents
+/// run outside `execute_statements`; `--toggle-collect='*prepare_jobs*'` counts the
+/// preparation on every thread.
 pub(crate) fn profile_inserts() -> anyhow::Result<()> {
     let docs: Vec<Value> = (0..PROFILED_DOCS).map(document).collect();
     let dir = tempfile::tempdir()?;
